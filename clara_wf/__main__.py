@@ -1,0 +1,3 @@
+from clara_wf.cli import main
+
+main()

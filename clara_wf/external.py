@@ -1,0 +1,111 @@
+"""The one place where clara-wf runs other programs (helm, kubectl, docker).
+
+Each call is logged (``--verbose`` shows it on stderr) and a failure becomes an
+``ExternalToolError`` whose message says what failed and what to do, never a traceback.
+Arguments marked secret are masked in the log; secrets must not be passed in argv at all
+(pass them on stdin), so the masking is a second line of defence only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from clara_wf.errors import ExternalToolError
+
+log = logging.getLogger("clara_wf.external")
+
+# What to tell the user when a program is missing.
+INSTALL_HINTS = {
+    "helm": "run `make setup` (it puts helm into .venv/bin) or install Helm 3/4, or set CLARA_WF_HELM",
+    "kubectl": "run `make setup` or install kubectl",
+    "docker": "install Docker, or build the stage images elsewhere",
+}
+
+
+@dataclass
+class Result:
+    argv: list
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def find_program(name: str, env_var: Optional[str] = None) -> str:
+    """Locate a program: an explicit env var, then the running venv's bin, then PATH."""
+    if env_var and os.environ.get(env_var):
+        path = os.environ[env_var]
+        if not os.access(path, os.X_OK):
+            raise ExternalToolError(f"{env_var}={path} is not an executable file")
+        return path
+    import sys
+
+    venv_copy = Path(sys.prefix) / "bin" / name
+    if os.access(venv_copy, os.X_OK):
+        return str(venv_copy)
+    found = shutil.which(name)
+    if not found:
+        raise ExternalToolError(f"{name} not found: {INSTALL_HINTS.get(name, 'install it or put it on PATH')}")
+    return found
+
+
+def format_command(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def _last_lines(text: str, keep: int = 3) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-keep:])
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    what: str,
+    hint: str = "",
+    cwd: Optional[Path] = None,
+    env: Optional[Mapping[str, str]] = None,
+    stdin: Optional[str] = None,
+    ok_codes: Sequence[int] = (0,),
+) -> Result:
+    """Run a program to completion and return its output.
+
+    ``what`` names the action for error messages ("helm template"); ``hint`` says what
+    to do when it fails.
+    """
+    import sh  # ~150 ms: only commands that run programs pay for it
+
+    argv = [str(a) for a in argv]
+    log.info("$ %s", format_command(argv))
+    try:
+        command = sh.Command(argv[0])
+    except sh.CommandNotFound:
+        name = Path(argv[0]).name
+        raise ExternalToolError(f"{name} not found: {INSTALL_HINTS.get(name, 'install it or put it on PATH')}") from None
+    try:
+        proc = command(
+            *argv[1:],
+            _cwd=str(cwd) if cwd else None,
+            _env=dict(env) if env is not None else None,
+            _in=stdin,
+            _ok_code=list(ok_codes),
+            _tty_out=False,
+            _decode_errors="replace",
+        )
+        return Result(argv, proc.exit_code, str(proc), proc.stderr.decode("utf-8", "replace"))
+    except sh.ErrorReturnCode as failed:
+        stderr = failed.stderr.decode("utf-8", "replace")
+        stdout = failed.stdout.decode("utf-8", "replace")
+        detail = _last_lines(stderr or stdout) or f"exit code {failed.exit_code}"
+        log.info("%s failed (exit %s): %s", what, failed.exit_code, stderr.strip())
+        message = f"{what} failed: {detail}"
+        if hint:
+            message += f" ({hint})"
+        raise ExternalToolError(message) from None
+    except OSError as err:  # not executable, wrong architecture, ...
+        raise ExternalToolError(f"{what}: cannot run {argv[0]}: {err.strerror or err}") from None
