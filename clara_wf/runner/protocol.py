@@ -1,0 +1,149 @@
+"""The lock-file protocol's fixed names, exit codes and records (docs/lock-protocol.md).
+
+Everything a launcher or a watcher (the local engine, `clara-wf test`) needs to read a
+run's lock folder is defined here, so that the runner and its readers cannot drift apart.
+Standard library only, Python 3.8+.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+from typing import Any, Dict, Optional
+
+PROTOCOL_VERSION = 1
+
+ENV_PREFIX = "NVIDIA_CLARA_"
+# Forces the polling fallback even where inotify works (benchmarks, tests, odd filesystems).
+POLL_ENV = "CLARA_WF_RUNNER_POLL"
+
+STATUS_TAG = "clara-wf-stage"  # status lines: "[clara-wf-stage <stage>] <message>"
+FAILED_SUFFIX = ".failed"  # failure marker of lock L is L + ".failed", in the same folder
+TMP_PREFIX = "."  # temporary files start with "." and end with ".tmp": watchers skip them
+TMP_SUFFIX = ".tmp"
+
+# Exit codes the runner owns. 112-116 sit clear of 0-2, sysexits (64-78), timeout(1)'s
+# 124/125, the shell's 126/127 and 128+N (killed by signal N).
+EXIT_OK = 0
+EXIT_CONFIG = 112  # missing or malformed variable, folder not creatable, no program given
+EXIT_TIMEOUT = 113  # TIMEOUT passed before every awaited lock existed
+EXIT_UPSTREAM_FAILED = 114  # an awaited stage wrote a failure marker; program not run
+EXIT_START_FAILED = 115  # the program could not be started (not found, not executable)
+EXIT_LOCK_WRITE = 116  # the program succeeded but LOCKNAME could not be written
+EXIT_SIGNAL_BASE = 128  # program (or runner while waiting) ended by signal N: 128 + N
+
+RUNNER_EXIT_CODES = {
+    EXIT_CONFIG: "configuration error",
+    EXIT_TIMEOUT: "timed out waiting for upstream locks",
+    EXIT_UPSTREAM_FAILED: "an upstream stage failed",
+    EXIT_START_FAILED: "the program could not be started",
+    EXIT_LOCK_WRITE: "the lock file could not be written",
+}
+
+STATUS_SUCCEEDED = "succeeded"  # only in LOCKNAME
+STATUS_FAILED = "failed"  # program exited non-zero or was killed; driver callback failed
+STATUS_TIMEOUT = "timeout"
+STATUS_UPSTREAM_FAILED = "upstream-failed"
+STATUS_CONFIG_ERROR = "config-error"
+STATUS_START_FAILED = "start-failed"
+STATUS_TERMINATED = "terminated"  # SIGTERM/SIGINT reached the runner before the program ran
+STATUS_LOCK_WRITE_FAILED = "lock-write-failed"
+
+
+def failure_marker_name(lock_name: str) -> str:
+    return lock_name + FAILED_SUFFIX
+
+
+def stage_of_lock(lock_name: str) -> str:
+    """Best guess of a stage's name from its lock name (chart convention: <stage>.lock)."""
+    base = os.path.basename(lock_name)
+    return base[: -len(".lock")] if base.endswith(".lock") else base
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="microseconds")
+
+
+def make_record(
+    *,
+    stage: str,
+    lock: str,
+    status: str,
+    exit_code: int,
+    program_exit_code: Optional[int],
+    job_id: str,
+    job_name: str,
+    start_epoch: float,
+    end_epoch: float,
+    waited_s: Optional[float],
+    failed_stage: Optional[str] = None,
+    message: str = "",
+) -> Dict[str, Any]:
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "stage": stage,
+        "lock": lock,
+        "status": status,
+        "exit_code": exit_code,
+        "program_exit_code": program_exit_code,
+        "failed_stage": failed_stage,
+        "message": message,
+        "job_id": job_id,
+        "job_name": job_name,
+        "start_time": iso_time(start_epoch),
+        "start_epoch": start_epoch,
+        "end_time": iso_time(end_epoch),
+        "end_epoch": end_epoch,
+        "waited_s": None if waited_s is None else round(waited_s, 6),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
+
+
+def write_record_atomic(path: str, record: Dict[str, Any]) -> None:
+    """Write JSON to a hidden temp file in the same folder, then rename it into place.
+
+    rename() is atomic within a filesystem, so a reader sees either no file or the whole
+    record, never a partial one. No fsync: readers are on the same host, and a crashed
+    node loses the whole run anyway.
+    """
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, "%s%s.%d%s" % (TMP_PREFIX, name, os.getpid(), TMP_SUFFIX))
+    data = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        _unlink_quietly(tmp)
+        raise
+
+
+def read_record(path: str) -> Optional[Dict[str, Any]]:
+    """The record in a lock or marker; {} when it exists but holds no JSON object
+    (e.g. made by `touch`), None when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        # Exists but unreadable (a folder, no permission): existence is what counts.
+        return {} if os.path.lexists(path) else None
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
