@@ -1,0 +1,289 @@
+"""`setkey`, `install_trtis`, `uninstall_trtis` and `test --engine kubernetes` against a cluster.
+
+Orchestration only: helm runs through the ``Helm`` object the caller passes (see
+``clara_wf.helm``), the Kubernetes API through ``clara_wf.kube``. Progress goes to the
+caller's ``on_event`` callback as ``clara_wf.events`` objects; nothing here prints or
+exits. Validation of the workflow, the job id and test-data happens before these run.
+
+``run_workflow`` follows the order of issue 5 section 3: pull secret (created from a key
+at hand, else an error naming ``clara-wf setkey``), Triton (installed when missing), helm
+install of the workflow, watch of its Job with per-stage logs, and, unless ``keep``,
+uninstall of every release it installed itself, also when interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+
+from clara_wf.errors import ClaraWfError, ClusterError, InputError
+from clara_wf.events import Event, Info, JobOutcome, StageUpdate, ignore
+
+DEFAULT_TRTIS_RELEASE = "trtis"
+WORKFLOW_CHART_NAME = "clara-workflow"
+TRTIS_CHART_NAME = "trtis"
+TRTIS_HTTP_PORT = 8000
+DEFAULT_JOB_NAME = "Test Job"
+
+__all__ = [
+    "JobOutcome",
+    "StageUpdate",
+    "chart_fullname",
+    "install_trtis",
+    "run_workflow",
+    "set_ngc_api_key",
+    "trtis_service_name",
+    "trtis_uri",
+    "uninstall_trtis",
+    "workflow_job_name",
+    "workflow_set_string",
+]
+
+
+class HelmLike(Protocol):
+    """The part of ``clara_wf.helm.Helm`` used here."""
+
+    major: int
+
+    def install(self, release: str, chart: Path, *, namespace: str, set_string: Dict[str, str], wait: bool = True,
+                timeout: str = "10m", kube_context: Optional[str] = None) -> str: ...
+
+    def uninstall(self, release: str, *, namespace: str, kube_context: Optional[str] = None) -> None: ...
+
+    def release_exists(self, release: str, *, namespace: str, kube_context: Optional[str] = None) -> bool: ...
+
+
+# --------------------------------------------------------------------------- names
+
+
+def chart_fullname(release: str, chart_name: str) -> str:
+    """The ``fullname`` helper of ``helm create`` charts (no nameOverride / fullnameOverride)."""
+    name = release if chart_name in release else f"{release}-{chart_name}"
+    return name[:63].rstrip("-")
+
+
+def workflow_job_name(release: str) -> str:
+    """Name of the Job the clara-workflow chart creates for ``release``."""
+    return chart_fullname(release, WORKFLOW_CHART_NAME)
+
+
+def trtis_service_name(release: str = DEFAULT_TRTIS_RELEASE) -> str:
+    """Name of the Service (and Deployment) the trtis chart creates for ``release``."""
+    return chart_fullname(release, TRTIS_CHART_NAME)
+
+
+def trtis_uri(release: str = DEFAULT_TRTIS_RELEASE, namespace: str = "default") -> str:
+    """What ``test`` passes as ``trtisUri``: ``<service>.<namespace>:8000``."""
+    return f"{trtis_service_name(release)}.{namespace}:{TRTIS_HTTP_PORT}"
+
+
+def workflow_set_string(
+    *,
+    workflow_id: str,
+    job_id: str,
+    payloads_host_path: Path,
+    trtis_uri: str,
+    job_name: str = DEFAULT_JOB_NAME,
+    run_simple: bool = True,
+) -> Dict[str, str]:
+    """The run-time values of the seed's ``helm install --set-string`` call, in its order.
+
+    Values are plain strings; escaping for ``--set-string`` is helm.py's job.
+    """
+    return {
+        "runSimple": "TRUE" if run_simple else "FALSE",
+        "workflow.id": workflow_id,
+        "workflow.payloads.hostPath": str(Path(payloads_host_path).absolute()),
+        "job.id": job_id,
+        "job.name": job_name,
+        "trtisUri": trtis_uri,
+        "dicomAdapter.input": "",
+        "dicomAdapter.output": "",
+    }
+
+
+def _helm_timeout(seconds: float) -> str:
+    return f"{max(1, int(math.ceil(seconds)))}s"
+
+
+def _kube(namespace: str, kube_context: Optional[str], kubeconfig: Optional[str]) -> Any:
+    from clara_wf.kube import Kube
+
+    return Kube(namespace, kube_context, kubeconfig=kubeconfig)
+
+
+# --------------------------------------------------------------------------- setkey
+
+
+def set_ngc_api_key(namespace: str, key: str, kube_context: Optional[str] = None, *,
+                    kubeconfig: Optional[str] = None) -> str:
+    """Create or replace the ``nvcr.io`` pull secret; returns "created" or "replaced".
+
+    The key goes only into the secret's body; it is never logged nor put in a message.
+    """
+    from clara_wf.kube import _validate_key
+
+    key = _validate_key(key)  # before touching the cluster: an empty key is an input error
+    with _kube(namespace, kube_context, kubeconfig) as kube:
+        return kube.apply_pull_secret(key)
+
+
+# --------------------------------------------------------------------------- trtis
+
+
+def install_trtis(
+    helm: HelmLike,
+    trtis_chart: Path,
+    release: str = DEFAULT_TRTIS_RELEASE,
+    namespace: str = "default",
+    kube_context: Optional[str] = None,
+    timeout: float = 600.0,
+    on_event: Callable[[Event], None] = ignore,
+    *,
+    kubeconfig: Optional[str] = None,
+) -> Tuple[str, bool]:
+    """helm install ``trtis_chart`` unless ``release`` exists; wait until its Deployment is ready.
+
+    Returns ``(uri, already_installed)``. ``trtis_chart`` is the chart folder
+    (``charts/trtis``); a project root is accepted too.
+    """
+    chart = Path(trtis_chart)
+    if not (chart / "Chart.yaml").is_file() and (chart / "charts" / "trtis" / "Chart.yaml").is_file():
+        chart = chart / "charts" / "trtis"
+    if not (chart / "Chart.yaml").is_file():
+        raise InputError(f"{chart} is not the trtis Helm chart (no Chart.yaml there)")
+    uri = trtis_uri(release, namespace)
+    name = trtis_service_name(release)
+    with _kube(namespace, kube_context, kubeconfig) as kube:
+        already = helm.release_exists(release, namespace=namespace, kube_context=kube_context)
+        if already:
+            on_event(Info(f"Triton (release {release}) is already installed in namespace {namespace}"))
+        else:
+            on_event(Info(f"Triton is not deployed; installing release {release} in namespace {namespace}"))
+            # wait=False: our own wait below fails at once on an image that cannot be pulled
+            helm.install(release, chart, namespace=namespace, set_string={}, wait=False,
+                         timeout=_helm_timeout(timeout), kube_context=kube_context)
+        kube.wait_deployment_ready(name, timeout=timeout, on_event=on_event, what=f"Triton deployment {name}")
+    on_event(Info(f"Triton is ready at {uri}"))
+    return uri, already
+
+
+def uninstall_trtis(
+    helm: HelmLike,
+    release: str = DEFAULT_TRTIS_RELEASE,
+    namespace: str = "default",
+    kube_context: Optional[str] = None,
+    on_event: Callable[[Event], None] = ignore,
+) -> bool:
+    """helm uninstall the Triton release; False (and a message) when it is not installed."""
+    if not helm.release_exists(release, namespace=namespace, kube_context=kube_context):
+        on_event(Info(f"Triton (release {release}) is not installed in namespace {namespace}; nothing to do"))
+        return False
+    helm.uninstall(release, namespace=namespace, kube_context=kube_context)
+    on_event(Info(f"release {release} uninstalled"))
+    return True
+
+
+# --------------------------------------------------------------------------- test
+
+
+def run_workflow(
+    helm: HelmLike,
+    chart_dir: Path,
+    release: str,
+    namespace: str,
+    kube_context: Optional[str],
+    set_string: Dict[str, str],
+    timeout: float,
+    keep: bool,
+    on_event: Callable[[Event], None] = ignore,
+    ngc_key: Optional[str] = None,
+    *,
+    stages: Optional[List[str]] = None,
+    trtis_release: Optional[str] = DEFAULT_TRTIS_RELEASE,
+    trtis_chart: Optional[Path] = None,
+    trtis_timeout: float = 600.0,
+    kubeconfig: Optional[str] = None,
+) -> JobOutcome:
+    """Run one workflow on the cluster: the issue's ``test --engine kubernetes`` after validation.
+
+    ``set_string`` holds the run-time values (see ``workflow_set_string``); its
+    ``trtisUri`` is replaced by the URI of the Triton release this ensures, unless
+    ``trtis_release`` is None (then Triton is not managed and ``trtisUri`` is used as
+    given). ``stages`` (the workflow's stage names, in order) lets the display show every
+    stage as waiting from the start; without it stages appear as their containers do.
+    ``timeout`` bounds the Job (seconds from the helm install). Returns a JobOutcome;
+    raises ClusterError / ExternalToolError / InputError when the run cannot happen.
+    """
+    chart_dir = Path(chart_dir)
+    values = dict(set_string)
+    installed: List[str] = []  # releases this call installed, in install order
+    job_name = workflow_job_name(release)
+
+    kube = _kube(namespace, kube_context, kubeconfig)
+    try:
+        # 1. pull secret
+        if not kube.secret_exists():
+            if ngc_key:
+                how = kube.apply_pull_secret(ngc_key)
+                on_event(Info(f"secret nvcr.io {how} in namespace {namespace}"))
+            else:
+                raise ClusterError(
+                    f"no pull secret nvcr.io in namespace {namespace}; run `clara-wf setkey` "
+                    "(or set NGC_API_KEY) first"
+                )
+        # the workflow release must not be left over from an earlier run
+        if helm.release_exists(release, namespace=namespace, kube_context=kube_context):
+            raise InputError(
+                f"release {release} already exists in namespace {namespace} (left by --keep?); "
+                f"run `helm uninstall {release} -n {namespace}` or pass another --release"
+            )
+        # 2. Triton
+        if trtis_release is not None:
+            if helm.release_exists(trtis_release, namespace=namespace, kube_context=kube_context):
+                kube.wait_deployment_ready(trtis_service_name(trtis_release), timeout=trtis_timeout,
+                                           on_event=on_event, what=f"Triton deployment {trtis_service_name(trtis_release)}")
+            else:
+                chart = Path(trtis_chart) if trtis_chart is not None else chart_dir.parent / TRTIS_CHART_NAME
+                on_event(Info(f"Triton is not deployed; installing release {trtis_release}"))
+                installed.append(trtis_release)  # before the call: a half-done install is cleaned up too
+                helm.install(trtis_release, chart, namespace=namespace, set_string={}, wait=False,
+                             timeout=_helm_timeout(trtis_timeout), kube_context=kube_context)
+                kube.wait_deployment_ready(trtis_service_name(trtis_release), timeout=trtis_timeout,
+                                           on_event=on_event, what=f"Triton deployment {trtis_service_name(trtis_release)}")
+            values["trtisUri"] = trtis_uri(trtis_release, namespace)
+            on_event(Info(f"Triton is ready at {values['trtisUri']}"))
+        # 3. the workflow: helm waits for the PVC (and, Helm 4, for the Job to start);
+        # the Job itself is watched below, which fails fast on image-pull errors
+        on_event(Info(f"installing release {release} (job {job_name}) in namespace {namespace}"))
+        installed.append(release)
+        helm.install(release, chart_dir, namespace=namespace, set_string=values, wait=True,
+                     timeout=_helm_timeout(timeout), kube_context=kube_context)
+        # 4. watch
+        outcome = kube.watch_job(job_name, stages=stages, timeout=timeout, on_event=on_event)
+        return outcome
+    finally:
+        try:
+            if not keep:
+                _uninstall_all(helm, list(reversed(installed)), namespace, kube_context, on_event)
+            elif installed:
+                on_event(Info(f"kept release(s) {', '.join(installed)} in namespace {namespace} (--keep)"))
+        finally:
+            kube.close()
+
+
+def _uninstall_all(helm: HelmLike, releases: List[str], namespace: str, kube_context: Optional[str],
+                   on_event: Callable[[Event], None]) -> None:
+    """Uninstall ``releases`` best-effort: a failure is reported, never raised over the run's own result."""
+    for rel in releases:
+        try:
+            if not helm.release_exists(rel, namespace=namespace, kube_context=kube_context):
+                continue
+            helm.uninstall(rel, namespace=namespace, kube_context=kube_context)
+            on_event(Info(f"release {rel} uninstalled"))
+        except (ClaraWfError, OSError) as exc:
+            on_event(Info(f"could not uninstall release {rel} ({exc}); run `helm uninstall {rel} -n {namespace}`"))
+        except KeyboardInterrupt:
+            on_event(Info(f"interrupted: release {rel} may remain; run `helm uninstall {rel} -n {namespace}`"))
+            raise
