@@ -96,6 +96,7 @@ def run(
             _ok_code=list(ok_codes),
             _tty_out=False,
             _decode_errors="replace",
+            _return_cmd=True,
         )
         return Result(argv, proc.exit_code, str(proc), proc.stderr.decode("utf-8", "replace"))
     except sh.ErrorReturnCode as failed:

@@ -1,0 +1,350 @@
+"""Stages of the clara-workflow chart: list, scaffold (``cs``) and delete (``ds``).
+
+A stage is a folder ``templates/stages/NAME`` (container.yaml, volume.yaml) plus a block
+of default values under ``stages:`` in values.yaml, between ``##BEGIN_NAME##`` and
+``##END_NAME##`` lines. ``cs`` renders both from ``stages/template`` and
+``_stage_values.yaml`` with jinja2, whose delimiters are set to ``[[= … =]]`` so that
+they can never collide with Helm's ``{{ … }}``.
+
+values.yaml is the user's file: it is parsed with ruamel.yaml (round-trip loader, which
+keeps line positions), and the stage block is inserted or removed as whole lines at the
+place the parser reports, so every other byte of the file (comments, blank lines, key
+order, quoting, flow lists) stays exactly as it was. The result is parsed again before it
+replaces the file. Both changes (folder and values) happen under a lock on the chart
+folder and are each a rename, so a failure midway leaves neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+from clara_wf.errors import InputError
+from clara_wf.project import TEMPLATE_STAGE, Project
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+TMP_PREFIX = ".tmp-"  # ignored by list_stages and by .helmignore
+
+
+def begin_marker(name: str) -> str:
+    return f"##BEGIN_{name}##"
+
+
+def end_marker(name: str) -> str:
+    return f"##END_{name}##"
+
+
+def check_stage_name(name: str) -> None:
+    """A stage name becomes a container name: it must be a DNS-1123 label."""
+    if name == TEMPLATE_STAGE:
+        raise InputError("'template' is the folder new stages are copied from; choose another stage name")
+    if len(name) > 63 or not _DNS_LABEL.match(name):
+        raise InputError(
+            f"invalid stage name {name!r}: use lower-case letters, digits and '-', "
+            "start and end with a letter or digit, at most 63 characters (it becomes a container name)"
+        )
+
+
+def list_stages(project: Project) -> List[str]:
+    folder = project.stages_dir
+    if not folder.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.is_dir() and entry.name != TEMPLATE_STAGE and not entry.name.startswith(".")
+    )
+
+
+# --- values.yaml as text guided by the round-trip parser ---------------------------------
+
+
+def _yaml():
+    from ruamel.yaml import YAML  # ~50 ms: only the commands that edit values pay for it
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    return yaml
+
+
+def load_values(path: Path, text: Optional[str] = None):
+    """Parse values.yaml (round trip, so line positions are known); InputError when it is not YAML."""
+    from ruamel.yaml.error import YAMLError
+
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"{path} is missing") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{path} is not UTF-8 text") from None
+    try:
+        data = _yaml().load(text)
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InputError(f"{path} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not hasattr(data, "lc") or not isinstance(data, dict):
+        raise InputError(f"{path} must be a YAML mapping at the top level")
+    return data
+
+
+@dataclass
+class _StagesRegion:
+    key_line: int  # line of "stages:"
+    first: int  # first line after "stages:"
+    end: int  # one past the last line that belongs to the stages mapping
+    indent: int  # indentation of the stage keys
+
+
+def _stages_region(path: Path, data, lines: List[str]) -> _StagesRegion:
+    if "stages" not in data:
+        raise InputError(f"{path} has no top-level 'stages:' mapping to add stage values to")
+    stages = data["stages"]
+    key_line = data.lc.key("stages")[0]
+    if stages is not None and not isinstance(stages, dict):
+        raise InputError(f"{path}: 'stages' must be a mapping of stage names to their values")
+    after_colon = lines[key_line].split(":", 1)[1].split("#", 1)[0].strip() if ":" in lines[key_line] else ""
+    if after_colon:
+        raise InputError(
+            f"{path}: 'stages:' is written in flow style ({after_colon[:20]}...); "
+            "write it as a block mapping (one stage name per line) so that clara-wf can edit it"
+        )
+    keys = list(data.keys())
+    later = keys[keys.index("stages") + 1:]
+    end = data.lc.key(later[0])[0] if later else len(lines)
+    # Blank lines and unindented comments just before the next top-level key belong to it.
+    while end > key_line + 1 and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
+        end -= 1
+    indent = 2
+    if stages:
+        indent = stages.lc.key(next(iter(stages)))[1]
+    return _StagesRegion(key_line=key_line, first=key_line + 1, end=end, indent=indent)
+
+
+def _render(text: str, name: str, source: Path) -> str:
+    import jinja2
+
+    env = jinja2.Environment(
+        variable_start_string="[[=",
+        variable_end_string="=]]",
+        block_start_string="[[%",
+        block_end_string="%]]",
+        comment_start_string="[[#",
+        comment_end_string="#]]",
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+    try:
+        return env.from_string(text).render(name=name)
+    except jinja2.TemplateError as err:
+        raise InputError(f"{source}: cannot fill in the stage name: {err}") from None
+
+
+def _stage_values_block(project: Project, name: str, indent: int) -> List[str]:
+    source = project.stage_values_file
+    if not source.is_file():
+        raise InputError(f"{source} is missing: it holds the default values of a new stage")
+    block = _render(source.read_text(encoding="utf-8"), name, source)
+    parsed = load_values(source, block)
+    if list(parsed.keys()) != [name]:
+        raise InputError(f"{source} must hold exactly one mapping, keyed by the stage name ([[= name =]])")
+    lines = block.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    if not any(line.strip() == begin_marker(name) for line in lines):
+        lines = [begin_marker(name) + "\n", *lines, end_marker(name) + "\n"]
+    pad = " " * indent
+    return [pad + line if line.strip() else line for line in lines]
+
+
+def _marker_span(lines: List[str], name: str) -> Optional[range]:
+    begin = end = None
+    for number, line in enumerate(lines):
+        if line.strip() == begin_marker(name) and begin is None:
+            begin = number
+        elif line.strip() == end_marker(name) and begin is not None:
+            end = number
+            break
+    return range(begin, end + 1) if begin is not None and end is not None else None
+
+
+def _key_span(data, lines: List[str], region: _StagesRegion, name: str) -> range:
+    """Lines of a stage written by hand (no markers): its key up to the next stage key."""
+    stages = data["stages"]
+    names = list(stages.keys())
+    start = stages.lc.key(name)[0]
+    following = names[names.index(name) + 1:]
+    stop = stages.lc.key(following[0])[0] if following else region.end
+    while stop > start + 1 and not lines[stop - 1].strip():
+        stop -= 1
+    return range(start, stop)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _chart_lock(project: Project) -> Iterator[None]:
+    """Serialise edits of one chart (two ``cs`` at once must both land)."""
+    fd = os.open(project.chart_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+# --- the commands ----------------------------------------------------------------------
+
+
+@dataclass
+class StageChange:
+    name: str
+    stage_dir: Path
+    values_file: Path
+
+
+def workflows_using(data, name: str) -> List[str]:
+    workflows = data.get("workflows") or {}
+    if not isinstance(workflows, dict):
+        return []
+    return sorted(
+        str(wf_id) for wf_id, wf in workflows.items()
+        if isinstance(wf, dict) and isinstance(wf.get("stages"), list) and name in wf["stages"]
+    )
+
+
+def create_stage(project: Project, name: str) -> StageChange:
+    check_stage_name(name)
+    template = project.template_dir
+    if not template.is_dir():
+        raise InputError(f"{template} is missing: it is the folder new stages are copied from")
+    sources = sorted(p for p in template.iterdir() if p.is_file())
+    if not sources:
+        raise InputError(f"{template} has no files to copy")
+    target = project.stages_dir / name
+    values_file = project.values_file
+
+    with _chart_lock(project):
+        if target.exists():
+            raise InputError(f"stage {name!r} already exists: {target}")
+        text = values_file.read_text(encoding="utf-8") if values_file.is_file() else None
+        if text is None:
+            raise InputError(f"{values_file} is missing")
+        data = load_values(values_file, text)
+        lines = text.splitlines(keepends=True)
+        region = _stages_region(values_file, data, lines)
+        if data["stages"] and name in data["stages"]:
+            raise InputError(f"stage {name!r} already has values under stages: in {values_file}")
+        if _marker_span(lines, name):
+            raise InputError(f"{values_file} already has a {begin_marker(name)} block")
+
+        block = _stage_values_block(project, name, region.indent)
+        if region.end > 0 and not lines[region.end - 1].endswith("\n"):
+            lines[region.end - 1] += "\n"
+        new_text = "".join(lines[: region.end] + block + lines[region.end:])
+        check = load_values(values_file, new_text)
+        if name not in (check.get("stages") or {}):
+            raise InputError(f"{values_file}: the new block did not land under stages: (check its indentation)")
+
+        rendered = {}
+        for source in sources:
+            out_name = source.name[1:] if source.name.startswith("_") else source.name
+            rendered[out_name] = _render(source.read_text(encoding="utf-8"), name, source)
+
+        staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-", dir=project.stages_dir))
+        try:
+            for out_name, content in rendered.items():
+                (staging / out_name).write_text(content, encoding="utf-8")
+            os.chmod(staging, 0o755)
+            os.rename(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
+            _atomic_write(values_file, new_text)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+    return StageChange(name, target, values_file)
+
+
+def delete_stage(project: Project, name: str, force: bool = False) -> StageChange:
+    if name == TEMPLATE_STAGE:
+        raise InputError("'template' is the folder new stages are copied from; it cannot be deleted")
+    target = project.stages_dir / name
+    values_file = project.values_file
+
+    with _chart_lock(project):
+        text = values_file.read_text(encoding="utf-8") if values_file.is_file() else None
+        if text is None:
+            raise InputError(f"{values_file} is missing")
+        data = load_values(values_file, text)
+        lines = text.splitlines(keepends=True)
+        stages = data.get("stages") or {}
+        has_values = isinstance(stages, dict) and name in stages
+        if not target.is_dir() and not has_values:
+            known = ", ".join(list_stages(project)) or "none"
+            raise InputError(f"no stage {name!r} (stages: {known})")
+        users = workflows_using(data, name)
+        if users and not force:
+            raise InputError(
+                f"stage {name!r} is used by workflow(s) {', '.join(users)}; "
+                "remove it from them first, or pass --force"
+            )
+
+        new_text = text
+        if has_values:
+            region = _stages_region(values_file, data, lines)
+            span = _marker_span(lines, name) or _key_span(data, lines, region, name)
+            new_text = "".join(lines[: span.start] + lines[span.stop:])
+            check = load_values(values_file, new_text)
+            if name in (check.get("stages") or {}):
+                raise InputError(f"{values_file}: could not isolate the values of stage {name!r}; remove them by hand")
+
+        trash = None
+        if target.is_dir():
+            trash = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}deleted-{name}-", dir=project.stages_dir))
+            os.rename(target, trash / name)
+        try:
+            if new_text != text:
+                _atomic_write(values_file, new_text)
+        except BaseException:
+            if trash is not None:
+                os.rename(trash / name, target)
+                shutil.rmtree(trash, ignore_errors=True)
+            raise
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    return StageChange(name, target, values_file)
+
+
+def stage_values(project: Project) -> Dict[str, dict]:
+    data = load_values(project.values_file)
+    stages = data.get("stages") or {}
+    return dict(stages) if isinstance(stages, dict) else {}

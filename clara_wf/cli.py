@@ -1,0 +1,337 @@
+"""The clara-wf command line: parses arguments, calls the core, turns its errors into messages.
+
+Every core error is one line on stderr (``clara-wf: …``) and an exit code: 2 for bad
+usage or input, 1 when an external tool, the cluster or a workflow fails. ``--verbose``
+shows each external command and, on error, the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from clara_wf import __version__
+from clara_wf.errors import ClaraWfError, InputError
+from clara_wf.project import CHART_DIR_ENV, Project, find_project
+from clara_wf.workflow import DEFAULT_JOB, DEFAULT_RELEASE, DEFAULT_WORKFLOW
+
+COMMAND_LIST = f"""\
+clara-wf [command] [arguments...]
+
+Command List
+    list_stages | list | ls                       : List available stages
+    create_stage | create | cs [stage name]       : Create stage
+    delete_stage | delete | ds [stage name]       : Delete stage
+    test_workflow | test [workflow id] [job id]   : Test workflow
+                  default args: {DEFAULT_WORKFLOW} {DEFAULT_JOB}
+    install_trtis                                 : Deploy TRTIS service
+    uninstall_trtis                               : Delete TRTIS service
+    set_ngc_api_key | setkey                      : Reset NGC API key
+
+Options: --chart-dir DIR (or {CHART_DIR_ENV}), --verbose, --version.
+`clara-wf COMMAND --help` describes a command."""
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Define, test and deploy Clara Deploy workflows (multi-stage medical-imaging AI pipelines) as Helm charts.",
+)
+
+
+@dataclass
+class State:
+    chart_dir: Optional[Path]
+    verbose: bool
+
+    def project(self) -> Project:
+        return find_project(self.chart_dir)
+
+
+def _state(ctx: typer.Context) -> State:
+    return ctx.find_root().obj
+
+
+def echo(message: str = "") -> None:
+    typer.echo(message)
+
+
+def note(message: str) -> None:
+    """Progress and status for a person: stderr, so stdout stays parseable."""
+    typer.echo(message, err=True)
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    chart_dir: Optional[Path] = typer.Option(
+        None, "--chart-dir", envvar=CHART_DIR_ENV, help="The clara-workflow chart folder (default: found from here upward)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show each external command; tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    ctx.obj = State(chart_dir=chart_dir, verbose=verbose)
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="[clara-wf] %(message)s", stream=sys.stderr)
+    if version:
+        echo(f"clara-wf {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        echo(COMMAND_LIST)
+        raise typer.Exit(0)
+
+
+def command(name: str, *aliases: str, help: str):
+    """Register a command under its name and the original's aliases (aliases hidden from the list)."""
+
+    def register(func):
+        alias_note = f" (aliases: {', '.join(aliases)})" if aliases else ""
+        app.command(name, help=help + alias_note)(func)
+        for alias in aliases:
+            app.command(alias, help=f"Alias of {name}: {help}", hidden=True)(func)
+        return func
+
+    return register
+
+
+# --- stages -----------------------------------------------------------------------------
+
+
+@command("list_stages", "list", "ls", help="List the stages of the chart (templates/stages, except template).")
+def list_stages(
+    ctx: typer.Context,
+    output: str = typer.Option("text", "--output", "-o", help="text (one name a line) or json."),
+) -> None:
+    from clara_wf import charts
+
+    if output not in ("text", "json"):
+        raise InputError(f"--output must be text or json, not {output!r}")
+    names = charts.list_stages(_state(ctx).project())
+    if output == "json":
+        echo(json.dumps(names))
+    else:
+        for name in names:
+            echo(name)
+
+
+@command("create_stage", "create", "cs", help="Scaffold a stage from stages/template and add its default values.")
+def create_stage(ctx: typer.Context, name: str = typer.Argument(..., help="Stage name (a DNS-1123 label).")) -> None:
+    from clara_wf import charts
+
+    change = charts.create_stage(_state(ctx).project(), name)
+    echo(f"Stage '{name}' is created at: {change.stage_dir}")
+    echo(f"Default values for Stage '{name}' are added to: {change.values_file}")
+
+
+@command("delete_stage", "delete", "ds", help="Delete a stage's folder and its values block.")
+def delete_stage(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Stage name."),
+    force: bool = typer.Option(False, "--force", "-f", help="Delete even when workflows use the stage."),
+) -> None:
+    from clara_wf import charts
+
+    change = charts.delete_stage(_state(ctx).project(), name, force=force)
+    echo(f"Stage '{name}' is deleted from: {change.stage_dir.parent}")
+    echo(f"Values for Stage '{name}' are removed from: {change.values_file}")
+
+
+# --- test -------------------------------------------------------------------------------
+
+
+@command("test_workflow", "test", help="Run a workflow on test-data/JOB and show the outcome and the output folder.")
+def test_workflow(
+    ctx: typer.Context,
+    workflow_id: str = typer.Argument(DEFAULT_WORKFLOW, metavar="[WORKFLOW]", help="A key of workflows in values.yaml."),
+    job_id: str = typer.Argument(DEFAULT_JOB, metavar="[JOB]", help="The job's UUID; its payload is test-data/JOB."),
+    engine: str = typer.Option("auto", "--engine", "-e", help="auto (Kubernetes when a context answers, else local), local or kubernetes."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check everything, print the helm command and the manifests, run nothing."),
+    trtis_uri: Optional[str] = typer.Option(None, "--trtis-uri", help="Use this Triton (host:port) instead of starting or installing one."),
+    namespace: str = typer.Option("default", "--namespace", "-n", help="Kubernetes namespace."),
+    kube_context: Optional[str] = typer.Option(None, "--kube-context", help="Kubernetes context (default: the current one)."),
+    release: str = typer.Option(DEFAULT_RELEASE, "--release", help="Helm release name of the workflow."),
+    timeout: float = typer.Option(1800, "--timeout", help="Seconds the whole run may take."),
+    keep: bool = typer.Option(False, "--keep", help="Kubernetes: keep the releases installed after the run."),
+    build: bool = typer.Option(False, "--build", help="Kubernetes: docker build the stage images first."),
+) -> None:
+    from clara_wf import workflow as wf
+
+    state = _state(ctx)
+    project = state.project()
+    wf.check_release_name(release)
+    run = wf.plan_run(project, workflow_id, job_id, trtis_uri=trtis_uri or wf.DEFAULT_TRTIS_URI)
+    if dry_run:
+        from clara_wf import rendering
+
+        shown = rendering.dry_run(run, release=release, namespace=namespace)
+        echo("# " + shown.command)
+        echo(shown.manifests)
+        return
+
+    chosen, why = wf.choose_engine(engine, kube_context)
+    note(f"engine: {chosen} ({why})")
+    if chosen == "local":
+        from clara_wf import local_engine
+
+        outcome = local_engine.run_workflow(run, trtis_uri=trtis_uri, timeout=timeout, on_event=_display(run))
+    else:
+        from clara_wf import kube_engine
+        from clara_wf.helm import Helm
+
+        outcome = kube_engine.run_workflow(
+            Helm(), project.chart_dir, release=release, namespace=namespace, kube_context=kube_context,
+            set_string=run.set_string(), timeout=timeout, keep=keep, on_event=_display(run),
+            ngc_key=os.environ.get("NGC_API_KEY"),
+        )
+    _finish(run, outcome)
+
+
+def _display(run):
+    from clara_wf.display import RunDisplay
+
+    return RunDisplay(run.stages, stream=sys.stderr)
+
+
+def _finish(run, outcome) -> None:
+    from clara_wf.display import output_listing
+    from clara_wf.errors import WorkflowFailed
+
+    last = run.stages[-1]
+    output_dir = run.job_dir / last / "output"
+    echo(output_listing(output_dir))
+    if not outcome.succeeded:
+        raise WorkflowFailed(outcome.message)
+    echo(f"Job '{run.job_name}' ({run.job_id}) executed: workflow '{run.workflow_id}' succeeded")
+
+
+# --- Triton -----------------------------------------------------------------------------
+
+
+@command("install_trtis", help="Deploy Triton Inference Server (TRTIS) on the cluster, or --local on this machine.")
+def install_trtis(
+    ctx: typer.Context,
+    local: bool = typer.Option(False, "--local", help="Start a CPU Triton server on this machine instead."),
+    release: str = typer.Option("trtis", "--release", help="Helm release name."),
+    namespace: str = typer.Option("default", "--namespace", "-n"),
+    kube_context: Optional[str] = typer.Option(None, "--kube-context"),
+    timeout: float = typer.Option(600, "--timeout", help="Seconds to wait until Triton is ready."),
+) -> None:
+    project = _state(ctx).project()
+    if local:
+        from clara_wf import triton_local
+
+        instance = triton_local.start(
+            project.state_dir, project.test_data_dir / "models", progress=note, timeout=timeout
+        )
+        if instance.already_running:
+            echo(f"Triton is already running (pid {instance.pid}): NVIDIA_CLARA_TRTISURI={instance.uri}")
+        else:
+            echo(f"Triton is ready (pid {instance.pid}): NVIDIA_CLARA_TRTISURI={instance.uri}")
+        return
+    from clara_wf import kube_engine
+    from clara_wf.helm import Helm
+
+    uri, already = kube_engine.install_trtis(
+        Helm(), project.trtis_chart_dir, release=release, namespace=namespace,
+        kube_context=kube_context, timeout=timeout, on_event=_print_event,
+    )
+    echo(f"TRTIS {'is already installed' if already else 'is installed'}: NVIDIA_CLARA_TRTISURI={uri}")
+
+
+@command("uninstall_trtis", help="Delete the Triton Inference Server release, or --local stop the local one.")
+def uninstall_trtis(
+    ctx: typer.Context,
+    local: bool = typer.Option(False, "--local", help="Stop the Triton server started on this machine."),
+    release: str = typer.Option("trtis", "--release", help="Helm release name."),
+    namespace: str = typer.Option("default", "--namespace", "-n"),
+    kube_context: Optional[str] = typer.Option(None, "--kube-context"),
+) -> None:
+    project = _state(ctx).project()
+    if local:
+        from clara_wf import triton_local
+
+        stopped = triton_local.stop(project.state_dir)
+        echo("Triton stopped" if stopped else "Triton is not running on this machine")
+        return
+    from clara_wf import kube_engine
+    from clara_wf.helm import Helm
+
+    removed = kube_engine.uninstall_trtis(Helm(), release=release, namespace=namespace, kube_context=kube_context)
+    echo(f"TRTIS release '{release}' deleted" if removed else f"TRTIS release '{release}' is not installed")
+
+
+def _print_event(event) -> None:
+    text = getattr(event, "text", None) or getattr(event, "detail", None) or str(event)
+    note(text)
+
+
+# --- NGC key ----------------------------------------------------------------------------
+
+
+@command("set_ngc_api_key", "setkey", help="Create or replace the nvcr.io image pull secret (key from NGC_API_KEY or a prompt).")
+def set_ngc_api_key(
+    ctx: typer.Context,
+    namespace: str = typer.Option("default", "--namespace", "-n"),
+    kube_context: Optional[str] = typer.Option(None, "--kube-context"),
+) -> None:
+    key = os.environ.get("NGC_API_KEY", "")
+    if not key:
+        if not sys.stdin.isatty():
+            raise InputError("no NGC API key: set NGC_API_KEY (get one at https://ngc.nvidia.com/configuration/api-key)")
+        note("Get NGC API key from https://ngc.nvidia.com/configuration/api-key")
+        key = typer.prompt("Then, enter the NGC API key", hide_input=True, default="", show_default=False)
+        if not key.strip():
+            raise InputError("no NGC API key entered")
+    from clara_wf import kube_engine
+
+    result = kube_engine.set_ngc_api_key(namespace=namespace, key=key.strip(), kube_context=kube_context)
+    echo(f"secret/nvcr.io {result}")
+
+
+# --- entry point ------------------------------------------------------------------------
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    from typer._click import exceptions as click_errors  # typer's own click: usage errors
+
+    cli = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in args or "-v" in args
+    try:
+        code = cli.main(args=args, prog_name="clara-wf", standalone_mode=False)
+    except ClaraWfError as err:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"clara-wf: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except click_errors.UsageError as err:
+        hint = f" (see `clara-wf {err.ctx.info_name} --help`)" if err.ctx and err.ctx.parent else " (see `clara-wf --help`)"
+        print(f"clara-wf: {err.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except click_errors.ClickException as err:
+        print(f"clara-wf: {err.format_message()}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("clara-wf: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # a bug of ours: still one line, the traceback on request
+        if verbose:
+            raise
+        print(f"clara-wf: internal error: {type(err).__name__}: {err} (run with --verbose for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
