@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Write the CT phantom the reference job uses, and know its ground truth.
+
+    python tools/make_phantom.py            # writes test-data/<job>/ai-vnet/input/recon.mhd + .raw
+    python tools/make_phantom.py --out DIR  # somewhere else
+    python tools/make_phantom.py --check    # the committed files are exactly what this script makes
+
+The phantom is a thorax-like CT volume in Hounsfield units: air (-1000) around an
+elliptic body whose size varies along z, a subcutaneous fat layer (-100), muscle and
+organs (+40), a heart (+45), two lungs (-850), a rib cage of bone bands (+700), a
+sternum and a spine (vertebral body and neural arch, +700) around a spinal canal (+20).
+It is drawn on a grid twice as fine in each direction and averaged down (partial volume
+at every edge, as a scanner has), then seeded Gaussian noise (15 HU) is added.
+
+Size 128 x 128 x 64 voxels (x, y, z) at 3.0 x 3.0 x 2.5 mm - a 384 mm field of view, a
+thorax CT resampled to 128 x 128 in-plane; int16, 2 MB of raw data.
+
+Ground truth (what segmentation_ct_v1 labels): 0 air, 1 soft tissue (fat, muscle,
+organs, canal), 2 lung, 3 bone - per voxel the label that covers most of it.
+:func:`dice` compares a produced label volume with it.
+
+Deterministic: geometry is analytic and the noise comes from numpy's legacy
+``RandomState``, whose stream numpy keeps frozen across versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Tuple
+
+import numpy as np
+
+JOB_ID = "00000000-0000-0000-0000-000000000000"
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "test-data" / JOB_ID / "ai-vnet" / "input"
+NAME = "recon"
+
+SIZE_XYZ = (128, 128, 64)
+SPACING_XYZ = (3.0, 3.0, 2.5)
+SEED = 20190225
+NOISE_HU = 15.0
+SUPERSAMPLE = 2
+
+AIR, FAT, SOFT, HEART, LUNG, BONE, CANAL = -1000.0, -100.0, 40.0, 45.0, -850.0, 700.0, 20.0
+BACKGROUND, SOFT_TISSUE, LUNG_LABEL, BONE_LABEL = 0, 1, 2, 3
+LABEL_NAMES = {SOFT_TISSUE: "soft tissue", LUNG_LABEL: "lung", BONE_LABEL: "bone"}
+
+
+def origin_xyz() -> Tuple[float, float, float]:
+    """Physical position of voxel (0, 0, 0): the volume is centred on (0, 0, 0) mm."""
+    return tuple(-(n - 1) * s / 2.0 for n, s in zip(SIZE_XYZ, SPACING_XYZ))  # type: ignore[return-value]
+
+
+def _fine_axes():
+    """Coordinates (mm) of the sub-voxel centres along z, y, x (broadcastable)."""
+    axes = []
+    for n, s, o in zip(SIZE_XYZ, SPACING_XYZ, origin_xyz()):
+        step = s / SUPERSAMPLE
+        start = o - s / 2.0 + step / 2.0
+        axes.append((start + step * np.arange(n * SUPERSAMPLE)).astype(np.float32))
+    x, y, z = axes
+    return z[:, None, None], y[None, :, None], x[None, None, :]
+
+
+def _ellipse(y, x, cy, cx, ry, rx):
+    return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1.0
+
+
+def _ellipsoid(z, y, x, cz, cy, cx, rz, ry, rx):
+    return ((z - cz) / rz) ** 2 + ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1.0
+
+
+def _fine_phantom():
+    """HU and labels on the fine grid, shape (z, y, x) * SUPERSAMPLE."""
+    z, y, x = _fine_axes()
+    shape = (z.shape[0], y.shape[1], x.shape[2])
+    hu = np.full(shape, AIR, dtype=np.float32)
+    labels = np.zeros(shape, dtype=np.uint8)
+
+    def paint(mask, value, label):
+        mask = np.broadcast_to(mask, shape)
+        hu[mask] = value
+        labels[mask] = label
+
+    scale = 1.0 - 0.08 * (z / 80.0) ** 2  # the body narrows towards both ends
+    a, b = 160.0 * scale, 110.0 * scale  # body semi-axes (x, y), mm
+    paint(_ellipse(y, x, 0.0, 0.0, b, a), FAT, SOFT_TISSUE)
+    paint(_ellipse(y, x, 0.0, 0.0, b - 12.0, a - 12.0), SOFT, SOFT_TISSUE)
+    # Rib cage: an elliptic bone shell, present in 12 mm bands every 25 mm along z.
+    ribs = (
+        _ellipse(y, x, 0.0, 0.0, b - 30.0, a - 30.0)
+        & ~_ellipse(y, x, 0.0, 0.0, b - 40.0, a - 40.0)
+        & (np.mod(z + 80.0, 25.0) < 12.0)
+    )
+    paint(ribs, BONE, BONE_LABEL)
+    for side in (-1.0, 1.0):
+        paint(_ellipsoid(z, y, x, 10.0, 0.0, side * 65.0, 75.0, 50.0, 48.0), LUNG, LUNG_LABEL)
+    paint(_ellipsoid(z, y, x, 0.0, -25.0, 20.0, 40.0, 35.0, 40.0), HEART, SOFT_TISSUE)
+    paint(_ellipse(y, x, -95.0, 0.0, 6.0, 12.0), BONE, BONE_LABEL)  # sternum
+    paint(_ellipse(y, x, 65.0, 0.0, 15.0, 15.0), BONE, BONE_LABEL)  # vertebral body
+    paint(_ellipse(y, x, 88.0, 0.0, 11.0, 11.0), BONE, BONE_LABEL)  # neural arch
+    paint(_ellipse(y, x, 88.0, 0.0, 6.0, 6.0), CANAL, SOFT_TISSUE)  # spinal canal
+    return hu, labels
+
+
+def _blocks(volume: np.ndarray) -> np.ndarray:
+    f = SUPERSAMPLE
+    nz, ny, nx = (s // f for s in volume.shape)
+    return volume.reshape(nz, f, ny, f, nx, f)
+
+
+def make_phantom(seed: int = SEED) -> Tuple[np.ndarray, np.ndarray]:
+    """(hu, truth): int16 HU volume and uint8 ground-truth labels, numpy order (z, y, x)."""
+    fine_hu, fine_labels = _fine_phantom()
+    hu = _blocks(fine_hu).mean(axis=(1, 3, 5), dtype=np.float64)
+    counts = np.stack([(_blocks(fine_labels) == k).sum(axis=(1, 3, 5)) for k in range(4)])
+    truth = counts.argmax(axis=0).astype(np.uint8)
+    noise = np.random.RandomState(seed).normal(0.0, NOISE_HU, size=hu.shape)
+    hu = np.clip(np.rint(hu + noise), -1024, 3071).astype(np.int16)
+    return hu, truth
+
+
+def ground_truth() -> np.ndarray:
+    """The phantom's labels (z, y, x), the reference a segmentation is scored against."""
+    return make_phantom()[1]
+
+
+def dice(produced: np.ndarray, truth: np.ndarray, label: Optional[int] = None) -> float:
+    """Dice coefficient of one label (or of everything non-zero when label is None)."""
+    produced, truth = np.asarray(produced), np.asarray(truth)
+    if produced.shape != truth.shape:
+        raise ValueError(f"shapes differ: {produced.shape} vs {truth.shape}")
+    a = produced != 0 if label is None else produced == label
+    b = truth != 0 if label is None else truth == label
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def dice_report(produced: np.ndarray, truth: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """Dice of the body (all non-zero) and of every label."""
+    truth = ground_truth() if truth is None else truth
+    report = {"body": dice(produced, truth)}
+    report.update({name: dice(produced, truth, k) for k, name in LABEL_NAMES.items()})
+    return report
+
+
+def write_phantom(out_dir: Path = DEFAULT_OUT, name: str = NAME) -> Path:
+    """Write <out_dir>/<name>.mhd + .raw; return the .mhd path."""
+    import SimpleITK as sitk
+
+    hu, _ = make_phantom()
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing(SPACING_XYZ)
+    image.SetOrigin(origin_xyz())
+    image.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.mhd"
+    sitk.WriteImage(image, str(path), False)
+    return path
+
+
+def _same_files(a: Path, b: Path, names: Iterable[str]) -> bool:
+    return all((a / n).is_file() and (a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--check", action="store_true", help="verify the files in --out instead of writing them")
+    args = parser.parse_args(argv)
+    names = (f"{NAME}.mhd", f"{NAME}.raw")
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_phantom(Path(tmp))
+            if not _same_files(args.out, Path(tmp), names):
+                print(f"make_phantom: {args.out}/{NAME}.mhd/.raw differ from what this script writes: "
+                      f"run python tools/make_phantom.py", file=sys.stderr)
+                return 1
+        print(f"{args.out / names[0]}: up to date")
+        return 0
+    path = write_phantom(args.out)
+    print(f"wrote {path} and {path.with_suffix('.raw')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
