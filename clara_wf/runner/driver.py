@@ -95,6 +95,8 @@ class Driver:
             except ConfigError as err:
                 report_config_error(err, cfg.job_id, cfg.job_name)
                 return EXIT_CONFIG
+            if cfg.app_dir:
+                os.chdir(cfg.app_dir)  # as the runner does for a program
             session.install_signal_handlers()
             return self._run(session, payload)
         finally:
