@@ -1,0 +1,70 @@
+"""Every object both charts render is valid for Kubernetes 1.30 to 1.35 (strict: no unknown field)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from kubernetes_validate import validate
+
+from clara_wf import charts
+from clara_wf.project import find_project
+from conftest import REPO, render_chart
+
+pytestmark = pytest.mark.helm
+
+KUBERNETES_VERSIONS = ["1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0"]
+RUN = {"runSimple": "TRUE", "workflow.payloads.hostPath": "/srv/test-data", "job.name": "Test Job",
+       "trtisUri": "trtis.default:8000", "dicomAdapter.input": "", "dicomAdapter.output": ""}
+
+
+def renderable_workflows(chart_dir):
+    """The workflows whose stages all exist (templates and values)."""
+    values = yaml.safe_load((chart_dir / "values.yaml").read_text())
+    stages = set(charts.list_stages(find_project(chart_dir=chart_dir)))
+    return [wf for wf, spec in values["workflows"].items() if set(spec["stages"]) <= stages & set(values["stages"])]
+
+
+@pytest.fixture(scope="module")
+def every_stage_project(tmp_path_factory):
+    """The seed's values with every stage its workflows name scaffolded, so all of them render."""
+    from conftest import copy_project
+
+    root = copy_project(tmp_path_factory.mktemp("schemas"))
+    project = find_project(start=root)
+    for name in ("dicom-reader", "recon", "ai-livertumor", "dicom-writer"):
+        charts.create_stage(project, name)
+    return project.chart_dir
+
+
+def test_every_seed_workflow_is_renderable_once_its_stages_exist(every_stage_project):
+    assert sorted(renderable_workflows(every_stage_project)) == sorted(
+        ["ct", "ai", "dicom-reader-only", "ai-only", "recon-only", "dicom-writer-only"])
+    assert renderable_workflows(REPO / "charts" / "clara-workflow") == ["ai-only"]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_workflow_chart_objects_are_strictly_valid(every_stage_project, version):
+    for workflow_id in renderable_workflows(every_stage_project):
+        docs = render_chart(every_stage_project, set_string={**RUN, "workflow.id": workflow_id})
+        assert docs
+        for doc in docs:
+            validate(doc, version, strict=True)  # raises ValidationError naming the field
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("gpus", ["0", "2"])
+def test_trtis_chart_objects_are_strictly_valid(version, gpus):
+    docs = render_chart(REPO / "charts" / "trtis", release="trtis", values={"gpus": int(gpus)})
+    assert {d["kind"] for d in docs} == {"Deployment", "Service", "Pod"}
+    for doc in docs:
+        validate(doc, version, strict=True)
+
+
+def test_a_wrong_field_is_caught_by_strict_validation():
+    """The validator is not a rubber stamp: an unknown field fails."""
+    from kubernetes_validate import ValidationError
+
+    (job,) = [d for d in render_chart(set_string={**RUN, "workflow.id": "ai-only"}) if d["kind"] == "Job"]
+    job["spec"]["template"]["spec"]["containers"][0]["mountz"] = []
+    with pytest.raises(ValidationError):
+        validate(job, "1.35.0", strict=True)

@@ -1,0 +1,131 @@
+"""The command line as a user meets it: the command list, help, errors, `test --dry-run`."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+import yaml
+
+from conftest import JOB, assert_one_line_error, run_cli, tree_digest
+
+COMMANDS = {
+    "list_stages": ["list", "ls"],
+    "create_stage": ["create", "cs"],
+    "delete_stage": ["delete", "ds"],
+    "test_workflow": ["test"],
+    "install_trtis": [],
+    "uninstall_trtis": [],
+    "set_ngc_api_key": ["setkey"],
+}
+
+
+def test_no_arguments_prints_the_command_list_like_the_original(project):
+    result = run_cli(cwd=project)
+    assert result.returncode == 0
+    out = result.stdout
+    assert out.startswith("clara-wf [command] [arguments...]\n\nCommand List\n")
+    assert "list_stages | list | ls" in out
+    assert "create_stage | create | cs [stage name]" in out
+    assert "test_workflow | test [workflow id] [job id]" in out
+    assert f"default args: ai-only {JOB}" in out
+    assert "set_ngc_api_key | setkey" in out
+
+
+@pytest.mark.parametrize("name", [n for command, aliases in COMMANDS.items() for n in (command, *aliases)])
+def test_every_command_and_alias_has_help(project, name):
+    result = run_cli(name, "--help", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert f"Usage: clara-wf {name}" in result.stdout
+
+
+def test_outside_a_project_the_error_says_how_to_point_at_one(tmp_path):
+    before = tree_digest(tmp_path)
+    assert_one_line_error(run_cli("ls", cwd=tmp_path), 2, "charts/clara-workflow/Chart.yaml", "--chart-dir")
+    assert_one_line_error(run_cli("--chart-dir", str(tmp_path), "ls", cwd=tmp_path), 2, "is not a Helm chart")
+    assert tree_digest(tmp_path) == before
+
+
+def test_unknown_command_and_option_are_usage_errors(project):
+    assert_one_line_error(run_cli("frobnicate", cwd=project), 2, "No such command")
+    assert_one_line_error(run_cli("ls", "--bogus", cwd=project), 2, "--bogus")
+    assert_one_line_error(run_cli("ls", "--output", "xml", cwd=project), 2, "text or json")
+
+
+@pytest.mark.helm
+def test_dry_run_prints_the_exact_helm_install_and_the_manifests(project):
+    result = run_cli("test", "--dry-run", cwd=project)
+    assert result.returncode == 0, result.stderr
+    first, rest = result.stdout.split("\n", 1)
+    argv = shlex.split(first.lstrip("# "))
+    assert argv[1:4] == ["install", "test-wf", str(project / "charts" / "clara-workflow")]
+    pairs = [argv[i + 1] for i, a in enumerate(argv) if a == "--set-string"]
+    assert pairs == [
+        "runSimple=TRUE",
+        "workflow.id=ai-only",
+        f"workflow.payloads.hostPath={str(project / 'test-data').replace('.', chr(92) + '.')}",
+        f"job.id={JOB}",
+        "job.name=Test Job",
+        "trtisUri=localhost:8000",
+        "dicomAdapter.input=",
+        "dicomAdapter.output=",
+    ]
+    assert "--wait" in first
+    assert "kind: Job" in rest and "kind: PersistentVolume" in rest
+    assert f"path: \"{project / 'test-data' / JOB}\"" in rest
+
+
+@pytest.mark.helm
+def test_dry_run_of_a_project_in_an_awkward_folder(tmp_path):
+    """Commas, braces and spaces in the project path survive the trip through --set-string."""
+    from conftest import copy_project
+
+    project = copy_project(tmp_path / "with,comma {braces} and space")
+    result = run_cli("test", "--dry-run", cwd=project)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout.split("MANIFEST:")[-1].split("NOTES:")[0]) if d]
+    (pv,) = [d for d in docs if d["kind"] == "PersistentVolume"]
+    assert pv["spec"]["hostPath"]["path"] == str(project / "test-data" / JOB)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["test", "ai-only", "not-a-uuid"], "job id 'not-a-uuid' is not a UUID"),
+        (["test", "nope"], "no workflow 'nope'"),
+        (["test", "ct"], "uses stage 'dicom-reader', which has no templates"),
+        (["test", "ai-only", "11111111-1111-1111-1111-111111111111"], "no test data for job 11111111-1111-1111-1111-111111111111"),
+        (["test", "--release", "Bad_Release"], "invalid release name"),
+        (["test", "--engine", "warp"], "unknown engine 'warp'"),
+    ],
+)
+def test_test_refuses_bad_input_before_helm_runs(project, args, fragment):
+    before = tree_digest(project)
+    result = run_cli(*args, "--dry-run", cwd=project, env={"CLARA_WF_HELM": "/bin/false-helm-must-not-run"}) \
+        if "--engine" not in args else run_cli(*args, cwd=project, env={"CLARA_WF_HELM": "/bin/false-helm-must-not-run"})
+    assert_one_line_error(result, 2, fragment)
+    assert tree_digest(project) == before
+
+
+def test_verbose_shows_the_external_commands(project):
+    result = run_cli("--verbose", "test", "--dry-run", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "[clara-wf] $ " in result.stderr and " install test-wf " in result.stderr
+
+
+def test_a_failing_helm_is_one_line_with_exit_1(project, tmp_path):
+    fake = tmp_path / "helm"
+    fake.write_text("#!/bin/sh\necho 'Error: something broke in helm' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    result = run_cli("test", "--dry-run", cwd=project, env={"CLARA_WF_HELM": str(fake)})
+    assert_one_line_error(result, 1, "helm version failed: Error: something broke in helm")
+
+
+def test_missing_helm_says_how_to_get_it(project):
+    result = run_cli("test", "--dry-run", cwd=project, env={"CLARA_WF_HELM": "/nonexistent/helm"})
+    assert_one_line_error(result, 1, "CLARA_WF_HELM=/nonexistent/helm is not an executable file")
+
+
+def test_setkey_without_a_key_and_without_a_terminal_is_refused(project):
+    result = run_cli("setkey", cwd=project, env={"NGC_API_KEY": ""}, input="")
+    assert_one_line_error(result, 2, "no NGC API key: set NGC_API_KEY")
