@@ -316,7 +316,8 @@ class FakeKubeAPI:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-kube-api", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-kube-api", daemon=True)
         self._thread.start()
         return self
 
@@ -354,3 +355,64 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def script_job_run(
+    api: FakeKubeAPI,
+    job_name: str,
+    containers: Dict[str, str],
+    frames: List[tuple],
+    *,
+    final: Optional[str] = "Complete",
+    final_reason: str = "",
+    final_message: str = "",
+    logs: Optional[Dict[str, List[str]]] = None,
+    pod_name: str = "",
+    namespace: str = "default",
+    step: float = 0.15,
+    job_delay: Optional[float] = None,
+) -> str:
+    """Script one Job run: the pod passes through ``frames`` ([(statuses, phase)]), the Job ends with ``final``.
+
+    The pod list shows the first frame, the pod watch streams the others ``step`` apart,
+    the Job watch sends the ``final`` condition after all frames (or after ``job_delay``),
+    each container's log route streams its lines. Returns the pod name.
+    """
+    pod_name = pod_name or f"{job_name}-x7k2p"
+    ns = re.escape(namespace)
+    first, *rest = frames
+    pods = [pod(pod_name, containers, st, phase=ph, job=job_name, rv=str(200 + i)) for i, (st, ph) in enumerate(frames)]
+    watch_parts: List[Any] = []
+    for p in pods[1:]:
+        watch_parts += [Delay(step), event("MODIFIED", p)]
+
+    def pods_route(req: Request) -> Any:
+        if req.param("watch") is None:
+            return Json(listing("PodList", [pods[0]], "199"))
+        if req.param("resourceVersion") == "199":
+            return Stream(watch_parts, hold=30)
+        return Stream([], hold=30)
+
+    def jobs_route(req: Request) -> Any:
+        if req.param("watch") is None:
+            return Json(listing("JobList", [job(job_name, rv="300")], "300"))
+        if req.param("resourceVersion") == "300" and final:
+            delay = job_delay if job_delay is not None else step * (len(frames) + 1)
+            return Stream([Delay(delay), event("MODIFIED", job(job_name, condition=final, reason=final_reason,
+                                                                message=final_message, rv="301"))], hold=30)
+        return Stream([], hold=30)
+
+    api.route("GET", rf"/api/v1/namespaces/{ns}/pods", pods_route)
+    api.route("GET", rf"/apis/batch/v1/namespaces/{ns}/jobs", jobs_route)
+    api.route("GET", rf"/api/v1/namespaces/{ns}/pods/{re.escape(pod_name)}", Json(pods[-1]))
+    logs = logs or {}
+
+    def log_route(req: Request) -> Any:
+        lines = logs.get(req.param("container") or "", [])
+        parts: List[Any] = []
+        for line in lines:
+            parts += [line + "\n", Delay(0.02)]
+        return Stream(parts, content_type="text/plain")
+
+    api.route("GET", rf"/api/v1/namespaces/{ns}/pods/{re.escape(pod_name)}/log", log_route)
+    return pod_name
