@@ -824,7 +824,6 @@ class _JobWatch:
         start = time.monotonic()
         deadline = start + self.timeout
         pod_ended_at: Optional[float] = None
-        job_seen = False
         result: Optional[Tuple[bool, str]] = None
         timed_out = False
         try:
@@ -844,8 +843,6 @@ class _JobWatch:
                     result = self._handle(item)
                     if result is not None:
                         break
-                    if item[0] in ("list", "event") and item[1] == "job":
-                        job_seen = True
                 # the pod ended but the Job shows no condition (yet): trust the pod after a grace
                 cur = self.pods.get(self.current_pod) if self.current_pod else None
                 phase = cur.status.phase if cur is not None and cur.status else None
@@ -860,19 +857,22 @@ class _JobWatch:
                 where = f" (still {self.states[running[0]].state}: {', '.join(running)})" if running else ""
                 result = (False, f"job {self.job_name} did not finish within {self.timeout:g} s{where}; "
                                  "pass a larger --timeout or look at the stage logs")
-        finally:
+        except BaseException:
+            # Ctrl-C, a ClusterError or a failing on_event: stop everything, report nothing more
             for w in watchers:
                 w.stop()
-            succeeded = bool(result and result[0])
-            self._refresh_current_pod()
-            if not succeeded or timed_out:
-                self._stop_logs()
-            self._drain_logs()
             self._stop_logs()
+            raise
+        for w in watchers:
+            w.stop()
+        succeeded = bool(result and result[0])
+        self._refresh_current_pod()
+        if not succeeded or timed_out:
+            self._stop_logs()
+        self._drain_logs()
+        self._stop_logs()
         assert result is not None
         succeeded, message = result
-        if not job_seen and not self.pods and not timed_out:
-            message = message or f"job {self.job_name} was not found"
         if not succeeded and self.failed_stage is None:
             failed = [s for s, u in self.states.items() if u.state == FAILED]
             self.failed_stage = failed[0] if failed else None
@@ -910,6 +910,9 @@ class _JobWatch:
                 self.pods = {p.metadata.name: p for p in objs}
                 self._pick_current_pod()
                 return self._on_current_pod()
+            if not objs:
+                return False, (f"job {self.job_name} does not exist in namespace {self.kube.namespace!r} "
+                               "(deleted, or the release created no Job)")
             for job in objs:
                 state = _job_state(job)
                 if state is not None:

@@ -407,3 +407,28 @@ def test_fake_api_on_event_is_called_from_the_calling_thread_only(api, k):
     seen = set()
     outcome = k.watch_job(JOB, stages=list(IMAGES), timeout=20, on_event=lambda e: seen.add(threading.get_ident()))
     assert outcome.succeeded and seen == {me}
+
+
+def test_fake_api_job_that_does_not_exist_fails_at_once(api, k):
+    api.route("GET", r"/api/v1/namespaces/default/pods",
+              lambda req: Json(listing("PodList", [], "5")) if req.param("watch") is None else Stream([], hold=30))
+    api.route("GET", r"/apis/batch/v1/namespaces/default/jobs",
+              lambda req: Json(listing("JobList", [], "6")) if req.param("watch") is None else Stream([], hold=30))
+    start = time.monotonic()
+    outcome, _ = _events(k, stages=["ai-vnet"], timeout=30)
+    assert time.monotonic() - start < 5
+    assert not outcome.succeeded and "does not exist" in outcome.message
+
+
+def test_fake_api_job_deleted_while_running_fails(api, k):
+    c = {"ai-vnet": IMAGES["ai-vnet"]}
+    api.route("GET", r"/api/v1/namespaces/default/pods",
+              lambda req: Json(listing("PodList", [pod("p1", c, [cs_running("ai-vnet", IMAGES["ai-vnet"])],
+                                                       phase="Running", job=JOB)], "5"))
+              if req.param("watch") is None else Stream([], hold=30))
+    api.route("GET", r"/api/v1/namespaces/default/pods/p1/log", Stream([], content_type="text/plain"))
+    api.route("GET", r"/apis/batch/v1/namespaces/default/jobs",
+              lambda req: Json(listing("JobList", [job(JOB)], "6")) if req.param("watch") is None
+              else Stream([Delay(0.2), event("DELETED", job(JOB, rv="7"))], hold=30))
+    outcome, _ = _events(k, stages=["ai-vnet"], timeout=30)
+    assert not outcome.succeeded and "deleted" in outcome.message
