@@ -161,6 +161,7 @@ def test_workflow(
     timeout: float = typer.Option(1800, "--timeout", help="Seconds the whole run may take."),
     keep: bool = typer.Option(False, "--keep", help="Kubernetes: keep the releases installed after the run."),
     build: bool = typer.Option(False, "--build", help="Kubernetes: docker build the stage images first."),
+    sandbox: str = typer.Option("auto", "--sandbox", help="Local: bwrap (pod paths for real), none (paths rewritten), auto."),
 ) -> None:
     from clara_wf import workflow as wf
 
@@ -181,16 +182,25 @@ def test_workflow(
     if chosen == "local":
         from clara_wf import local_engine
 
-        outcome = local_engine.run_workflow(run, trtis_uri=trtis_uri, timeout=timeout, on_event=_display(run))
+        display = _display(run)
+        try:
+            outcome = local_engine.run_workflow(run, trtis_uri=trtis_uri, timeout=timeout, on_event=display,
+                                                release=release, sandbox=sandbox)
+        finally:
+            display.close()
     else:
         from clara_wf import kube_engine
         from clara_wf.helm import Helm
 
-        outcome = kube_engine.run_workflow(
-            Helm(), project.chart_dir, release=release, namespace=namespace, kube_context=kube_context,
-            set_string=run.set_string(), timeout=timeout, keep=keep, on_event=_display(run),
-            ngc_key=os.environ.get("NGC_API_KEY"),
-        )
+        display = _display(run)
+        try:
+            outcome = kube_engine.run_workflow(
+                Helm(), project.chart_dir, release=release, namespace=namespace, kube_context=kube_context,
+                set_string=run.set_string(), timeout=timeout, keep=keep, on_event=display,
+                ngc_key=os.environ.get("NGC_API_KEY"),
+            )
+        finally:
+            display.close()
     _finish(run, outcome)
 
 

@@ -8,7 +8,7 @@ does not need locks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 WAITING = "waiting"
@@ -66,3 +66,4 @@ class JobOutcome:
     message: str = ""
     timed_out: bool = False
     job_name: str = ""
+    timings: dict = field(default_factory=dict)  # seconds per phase, for benchmarks

@@ -1,0 +1,516 @@
+"""The local engine: run a workflow's pod on this machine, one host process per container.
+
+The chart is rendered with real ``helm template`` and the same run-time values the
+Kubernetes path passes; the Job's pod spec then says what to run. Each container becomes
+a host process with that container's command, args and environment, started all at
+once; the stage runner inside each one sequences them through lock files, exactly as in
+the pod (docs/lock-protocol.md). The engine only starts, watches and stops them.
+
+Paths: a container's volume mounts point into the job's payload folder
+(``hostPath/JOB/subPath``).
+- With ``bwrap`` (Debian's bubblewrap) each stage runs in a mount namespace where the
+  pod's paths exist for real (``/app/input`` …), on a private root that binds the host's
+  top-level folders, so nothing is created on the host outside the payload.
+- Without it, each stage gets a folder standing in for its appDir, made of symbolic links
+  (to the stage's source files and to the mounted payload folders), and every
+  ``NVIDIA_CLARA_*`` value (and argument) that names a pod path is rewritten to the host
+  path. A stage that finds its folders through the variables works unchanged; one that
+  hard-codes ``/app/...`` needs bwrap.
+``python3`` / ``python`` as a program runs with clara-wf's own interpreter, so the stage
+sees the libraries installed with clara-wf (the image's interpreter does not exist here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Dict, List, Optional, Tuple
+
+from clara_wf import rendering
+from clara_wf.errors import ClaraWfError, ExternalToolError, InputError
+from clara_wf.events import DONE, FAILED, RUNNING, WAITING, EventSink, Info, JobOutcome, LogLine, StageUpdate, ignore
+from clara_wf.runner import protocol
+from clara_wf.workflow import WorkflowRun
+
+SANDBOXES = ("auto", "bwrap", "none")
+STOP_GRACE_S = 5.0
+POLL_S = 0.01
+TRITON_SERVICE = "trtis"
+PYTHON_NAMES = {"python", "python3"}
+# What a stage process inherits from the host (a pod's container inherits nothing).
+HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", protocol.POLL_ENV)
+
+
+@dataclass
+class StagePlan:
+    """One container of the pod, mapped onto this machine."""
+
+    name: str
+    argv: List[str]
+    env: Dict[str, str]
+    cwd: Path
+    lock_dir: Path
+    lock_name: str
+    wait_names: List[str]
+    log_file: Optional[Path]
+    mounts: List[Tuple[str, Path]]  # (pod path, host path)
+    app_dir: str
+    source: Optional[Path]
+
+
+@dataclass
+class StageRecord:
+    name: str
+    state: str = WAITING
+    started: Optional[float] = None
+    ended: Optional[float] = None
+    exit_code: Optional[int] = None
+    detail: str = ""
+    status: str = ""
+
+
+def sandbox_available() -> bool:
+    return shutil.which("bwrap") is not None
+
+
+def choose_sandbox(requested: str) -> str:
+    if requested not in SANDBOXES:
+        raise InputError(f"unknown sandbox {requested!r}: choose one of {', '.join(SANDBOXES)}")
+    if requested == "auto":
+        return "bwrap" if sandbox_available() else "none"
+    if requested == "bwrap" and not sandbox_available():
+        raise InputError("bwrap is not installed: `apt-get install bubblewrap`, or use --sandbox none")
+    return requested
+
+
+# --- planning ---------------------------------------------------------------------------
+
+
+def _host_path_for(value: str, mapping: List[Tuple[str, Path]]) -> Optional[str]:
+    for pod_path, host_path in mapping:
+        if value == pod_path or value.startswith(pod_path.rstrip("/") + "/"):
+            return str(host_path) + value[len(pod_path.rstrip("/")):]
+    return None
+
+
+def _python_argv(argv: List[str]) -> List[str]:
+    """``python3`` as the runner and as the program after ``--`` → clara-wf's interpreter."""
+    out = list(argv)
+    positions = [0] + [i + 1 for i, a in enumerate(out) if a == "--" and i + 1 < len(out)]
+    for i in positions:
+        if out[i] in PYTHON_NAMES:
+            out[i] = sys.executable
+    return out
+
+
+def plan_stages(run: WorkflowRun, pod: dict, work_dir: Path, sandbox: str) -> List[StagePlan]:
+    """Map each container of the pod spec onto host folders of the job's payload."""
+    claim_volumes = {v["name"] for v in pod.get("volumes", []) if "persistentVolumeClaim" in v}
+    plans = []
+    for container in pod["containers"]:
+        name = container["name"]
+        env = {e["name"]: str(e.get("value", "")) for e in container.get("env", [])}
+        values = run.values.get(name, {})
+        app_dir = env.get("NVIDIA_CLARA_APPDIR") or str(values.get("appDir") or "/app")
+        mounts = []
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] not in claim_volumes:
+                raise InputError(f"stage {name!r}: volume {mount['name']!r} is not the payload claim; "
+                                 "the local engine maps only the payload volume")
+            host = run.job_dir.resolve() / mount.get("subPath", "")
+            mounts.append((mount["mountPath"], host))
+        source = None
+        if values.get("source"):
+            source = (run.project.root / str(values["source"])).resolve()
+            if not source.is_dir():
+                raise InputError(f"stage {name!r}: its source folder {source} (stages.{name}.source) is missing")
+
+        stage_work = work_dir / name
+        if sandbox == "bwrap":
+            mapping = []
+            cwd_pod = container.get("workingDir") or app_dir
+            cwd = Path(cwd_pod)
+        else:
+            # appDir itself becomes a folder of links; mounts outside it are mapped directly.
+            mapping = sorted(mounts + [(app_dir, stage_work / "app")], key=lambda m: -len(m[0]))
+            cwd = Path(_host_path_for(container.get("workingDir") or app_dir, mapping) or app_dir)
+        env = {k: (_host_path_for(v, mapping) or v) if v.startswith("/") else v for k, v in env.items()}
+        argv = [*container.get("command", []), *container.get("args", [])]
+        if not argv:
+            raise InputError(f"stage {name!r} has no command: set stages.{name}.command in values.yaml")
+        argv = [(_host_path_for(a, mapping) or a) if a.startswith("/") else a for a in argv]
+
+        lock_dir = Path(env.get("NVIDIA_CLARA_LOCKDIR", ""))
+        log_name = env.get("NVIDIA_CLARA_LOGNAME")
+        if sandbox == "bwrap":
+            lock_dir = Path(_host_path_for(str(lock_dir), mounts) or lock_dir)
+            log_file = Path(_host_path_for(log_name, mounts) or log_name) if log_name else None
+        else:
+            log_file = Path(log_name) if log_name else None
+        waits = [w.strip() for w in env.get("NVIDIA_CLARA_WAITNAME", "").split(",") if w.strip()]
+        plans.append(StagePlan(
+            name=name, argv=_python_argv(argv), env=env, cwd=cwd, lock_dir=lock_dir,
+            lock_name=env.get("NVIDIA_CLARA_LOCKNAME", f"{name}.lock"), wait_names=waits,
+            log_file=log_file, mounts=mounts, app_dir=app_dir, source=source,
+        ))
+    return plans
+
+
+def _link_app_dir(plan: StagePlan, app: Path) -> None:
+    """The no-sandbox stand-in for the image's appDir: links to the source and the mounts."""
+    if app.exists():
+        shutil.rmtree(app)
+    app.mkdir(parents=True)
+    if plan.source:
+        for entry in plan.source.iterdir():
+            (app / entry.name).symlink_to(entry)
+    for pod_path, host in plan.mounts:
+        rel = PurePosixPath(pod_path).relative_to(plan.app_dir) if pod_path.startswith(plan.app_dir.rstrip("/") + "/") else None
+        if rel is None:
+            continue
+        link = app / str(rel)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink() if link.is_symlink() or link.is_file() else shutil.rmtree(link)
+        link.symlink_to(host, target_is_directory=True)
+
+
+def _bwrap_argv(plan: StagePlan) -> List[str]:
+    """A private root that binds the host's top-level folders, with the pod's paths on top."""
+    argv = ["bwrap", "--die-with-parent", "--tmpfs", "/"]
+    for entry in sorted(os.listdir("/")):
+        if entry in ("proc", "dev"):
+            continue
+        path = f"/{entry}"
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--dev-bind", path, path]
+    argv += ["--dev-bind", "/dev", "/dev", "--proc", "/proc", "--tmpfs", plan.app_dir]
+    if plan.source:
+        for entry in sorted(plan.source.iterdir()):
+            argv += ["--ro-bind", str(entry), f"{plan.app_dir.rstrip('/')}/{entry.name}"]
+    for pod_path, host in sorted(plan.mounts, key=lambda m: len(m[0])):
+        argv += ["--bind", str(host), pod_path]
+    argv += ["--chdir", str(plan.cwd), "--"]
+    return argv + plan.argv
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if clara-wf dies, so no stage outlives it (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _pump(stream, stage: str, sink: "queue.Queue") -> None:
+    for raw in iter(stream.readline, b""):
+        sink.put(LogLine(stage, raw.decode("utf-8", "replace").rstrip("\n")))
+    stream.close()
+
+
+@contextlib.contextmanager
+def job_lock(state_dir: Path, job_id: str):
+    """One run per job at a time: a second `test` on the same job is refused at once."""
+    folder = state_dir / "jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{job_id}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise InputError(f"job {job_id} is already running (clara-wf pid {holder}); wait for it or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _terminate(procs: Dict[str, subprocess.Popen], grace: float = STOP_GRACE_S) -> None:
+    alive = {n: p for n, p in procs.items() if p.poll() is None}
+    for proc in alive.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in alive.values():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in alive.values():
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _needs_triton(run: WorkflowRun) -> bool:
+    return any(TRITON_SERVICE in (run.values.get(s, {}).get("services") or []) for s in run.stages)
+
+
+def _first_input(run: WorkflowRun, plans: List[StagePlan]) -> Optional[Path]:
+    """The host folder mounted as the first stage's input (stages.<first>.mount.in.name)."""
+    first = plans[0]
+    in_name = ((run.values.get(first.name, {}).get("mount") or {}).get("in") or {}).get("name", "input")
+    wanted = f"{first.app_dir.rstrip('/')}/{in_name}"
+    return next((host for pod_path, host in first.mounts if pod_path == wanted), None)
+
+
+def run_workflow(
+    run: WorkflowRun,
+    *,
+    trtis_uri: Optional[str] = None,
+    timeout: float = 1800,
+    on_event: EventSink = ignore,
+    release: str = "test-wf",
+    sandbox: str = "auto",
+    helm=None,
+) -> JobOutcome:
+    """Run the workflow on this machine; the outcome says which stage failed, if any."""
+    sandbox = choose_sandbox(sandbox)
+    state_dir = run.project.state_dir
+    started = time.monotonic()
+    timings: Dict[str, object] = {}
+    with job_lock(state_dir, run.job_id):
+        # Render once to check everything before anything starts (Triton takes seconds).
+        t0 = time.monotonic()
+        work_dir = state_dir / "runs" / run.job_id
+        plans = plan_stages(run, rendering.job_pod_spec(rendering.render_documents(run, release=release, helm=helm)),
+                            work_dir, sandbox)
+        timings["render_s"] = time.monotonic() - t0
+        first_input = _first_input(run, plans)
+        if first_input is not None and not first_input.is_dir():
+            raise InputError(f"the first stage's input folder {first_input} is missing: put the job's input there")
+
+        triton_started = None
+        try:
+            if _needs_triton(run):
+                t0 = time.monotonic()
+                from clara_wf import triton_local
+
+                if trtis_uri:
+                    on_event(Info(f"checking Triton at {trtis_uri} ..."))
+                    triton_local.wait_ready(trtis_uri, timeout=10)
+                    run.trtis_uri = trtis_uri
+                else:
+                    instance = triton_local.start(
+                        state_dir, run.project.test_data_dir / "models",
+                        progress=lambda message: on_event(Info(message)),
+                    )
+                    if not instance.already_running:
+                        triton_started = instance
+                    on_event(Info(f"Triton {'already running' if instance.already_running else 'started'} at {instance.uri}"))
+                    run.trtis_uri = instance.uri
+                timings["triton_start_s"] = time.monotonic() - t0
+                t0 = time.monotonic()
+                plans = plan_stages(run, rendering.job_pod_spec(rendering.render_documents(run, release=release, helm=helm)),
+                                    work_dir, sandbox)
+                timings["render_s"] = float(timings["render_s"]) + time.monotonic() - t0
+            elif trtis_uri:
+                run.trtis_uri = trtis_uri
+            outcome = _run_stages(run, plans, work_dir, sandbox, timeout, on_event, timings)
+        finally:
+            if triton_started is not None:
+                t0 = time.monotonic()
+                from clara_wf import triton_local
+
+                on_event(Info("stopping the local Triton started for this run"))
+                triton_local.stop(state_dir)
+                timings["teardown_s"] = time.monotonic() - t0
+        timings["total_s"] = time.monotonic() - started
+        outcome.timings = timings
+        return outcome
+
+
+def _prepare_folders(plans: List[StagePlan], work_dir: Path, sandbox: str) -> None:
+    for plan in plans:
+        for pod_path, host in plan.mounts:
+            host.mkdir(parents=True, exist_ok=True)  # the first input was checked to exist
+        if sandbox == "none":
+            _link_app_dir(plan, work_dir / plan.name / "app")
+    # The protocol asks the launcher for a lock folder without this run's lock names in it.
+    for plan in plans:
+        plan.lock_dir.mkdir(parents=True, exist_ok=True)
+        for name in (plan.lock_name, protocol.failure_marker_name(plan.lock_name)):
+            with contextlib.suppress(FileNotFoundError):
+                (plan.lock_dir / name).unlink()
+
+
+def _stage_env(plan: StagePlan) -> Dict[str, str]:
+    env = {k: os.environ[k] for k in HOST_ENV if k in os.environ}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(plan.env)
+    return env
+
+
+def _run_stages(run, plans, work_dir, sandbox, timeout, on_event, timings) -> JobOutcome:
+    _prepare_folders(plans, work_dir, sandbox)
+    records = {p.name: StageRecord(p.name) for p in plans}
+    procs: Dict[str, subprocess.Popen] = {}
+    logs: "queue.Queue" = queue.Queue()
+    t_launch = time.monotonic()
+    try:
+        for plan in plans:
+            argv = _bwrap_argv(plan) if sandbox == "bwrap" else plan.argv
+            cwd = None if sandbox == "bwrap" else plan.cwd
+            try:
+                proc = subprocess.Popen(
+                    argv, cwd=cwd, env=_stage_env(plan), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as err:
+                raise ExternalToolError(f"stage {plan.name}: cannot start {argv[0]}: {err.strerror or err}") from None
+            procs[plan.name] = proc
+            for stream in (proc.stdout, proc.stderr):
+                threading.Thread(target=_pump, args=(stream, plan.name, logs), daemon=True).start()
+            on_event(StageUpdate(plan.name, WAITING, ", ".join(plan.wait_names)))
+        timings["launch_s"] = time.monotonic() - t_launch
+        outcome = _watch(plans, procs, records, logs, timeout, on_event)
+    except BaseException:
+        _terminate(procs)
+        _drain(logs, on_event)
+        _write_run_record(run, plans, records, interrupted=True)
+        raise
+    _drain(logs, on_event)
+    timings["stages"] = {r.name: (r.ended - r.started) if r.started and r.ended else None for r in records.values()}
+    _write_run_record(run, plans, records)
+    return outcome
+
+
+def _drain(logs: "queue.Queue", on_event: EventSink) -> None:
+    while True:
+        try:
+            on_event(logs.get_nowait())
+        except queue.Empty:
+            return
+
+
+def _watch(plans, procs, records, logs, timeout, on_event) -> JobOutcome:
+    deadline = time.monotonic() + timeout if timeout and timeout > 0 else None
+    by_name = {p.name: p for p in plans}
+    pending = set(procs)
+    timed_out = False
+    while pending:
+        try:
+            on_event(logs.get(timeout=POLL_S))
+            _drain(logs, on_event)
+        except queue.Empty:
+            pass
+        for name in sorted(pending):
+            plan, record, proc = by_name[name], records[name], procs[name]
+            code = proc.poll()
+            if record.state == WAITING and all((plan.lock_dir / w).exists() for w in plan.wait_names):
+                if code is None or (plan.lock_dir / plan.lock_name).exists():
+                    record.state, record.started = RUNNING, time.time()
+                    on_event(StageUpdate(name, RUNNING))
+            if code is None:
+                continue
+            pending.discard(name)
+            _finish(plan, record, code)
+            on_event(StageUpdate(name, record.state, record.detail, record.exit_code))
+        if deadline is not None and time.monotonic() > deadline and pending:
+            timed_out = True
+            _terminate({n: procs[n] for n in pending})
+            for name in sorted(pending):
+                record = records[name]
+                record.state, record.ended = FAILED, time.time()
+                record.exit_code = procs[name].returncode
+                record.detail = f"stopped: the run took longer than --timeout {timeout:g} s"
+                record.status = "timeout"
+                on_event(StageUpdate(name, FAILED, record.detail, record.exit_code))
+            break
+
+    failed = [r for r in records.values() if r.state == FAILED]
+    root = _root_cause(failed, by_name)
+    stages = {r.name: StageUpdate(r.name, r.state, r.detail, r.exit_code) for r in records.values()}
+    if timed_out:
+        message = f"the workflow did not finish within {timeout:g} s (still running: {', '.join(r.name for r in failed)})"
+    elif root:
+        message = f"stage {root.name} failed: {root.detail}"
+    else:
+        message = "every stage succeeded"
+    return JobOutcome(succeeded=not failed, stages=stages, failed_stage=root.name if root else None,
+                      message=message, timed_out=timed_out)
+
+
+def _finish(plan: StagePlan, record: StageRecord, code: int) -> None:
+    record.exit_code = code
+    record.ended = time.time()
+    lock = protocol.read_record(str(plan.lock_dir / plan.lock_name)) if (plan.lock_dir / plan.lock_name).exists() else None
+    marker_path = plan.lock_dir / protocol.failure_marker_name(plan.lock_name)
+    marker = protocol.read_record(str(marker_path)) if marker_path.exists() else None
+    source = lock if code == 0 else marker
+    if source:
+        record.started = source.get("start_epoch") or record.started
+        record.ended = source.get("end_epoch") or record.ended
+        record.status = source.get("status", "")
+    if code == 0 and lock is not None:
+        record.state, record.detail = DONE, ""
+        return
+    record.state = FAILED
+    if marker and marker.get("message"):
+        record.detail = marker["message"]
+    elif code in protocol.RUNNER_EXIT_CODES:
+        record.detail = protocol.RUNNER_EXIT_CODES[code]
+    elif code < 0 or code > protocol.EXIT_SIGNAL_BASE:
+        record.detail = f"killed by signal {abs(code) if code < 0 else code - protocol.EXIT_SIGNAL_BASE}"
+    else:
+        record.detail = f"exited with {code}"
+    if plan.log_file:
+        record.detail += f" (log: {plan.log_file})"
+
+
+def _root_cause(failed: List[StageRecord], plans: Dict[str, StagePlan]) -> Optional[StageRecord]:
+    """The stage where the failure began: not one that only stopped because of it."""
+    if not failed:
+        return None
+    own = [r for r in failed if r.status != protocol.STATUS_UPSTREAM_FAILED]
+    return min(own or failed, key=lambda r: r.ended or 0)
+
+
+def _write_run_record(run: WorkflowRun, plans, records, interrupted: bool = False) -> Path:
+    """``run.json`` in the job's payload: what ran, when, and how it ended."""
+    path = run.job_dir / "run.json"
+    by_name = {p.name: p for p in plans}
+    data = {
+        "workflow": run.workflow_id,
+        "job_id": run.job_id,
+        "job_name": run.job_name,
+        "engine": "local",
+        "interrupted": interrupted,
+        "trtis_uri": run.trtis_uri,
+        "stages": [
+            {
+                "stage": r.name,
+                "state": r.state,
+                "status": r.status,
+                "start": protocol.iso_time(r.started) if r.started else None,
+                "end": protocol.iso_time(r.ended) if r.ended else None,
+                "exit_code": r.exit_code,
+                "detail": r.detail,
+                "log": str(by_name[r.name].log_file) if by_name[r.name].log_file else None,
+            }
+            for r in records.values()
+        ],
+    }
+    tmp = path.with_name(".run.json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
