@@ -432,3 +432,19 @@ def test_fake_api_job_deleted_while_running_fails(api, k):
               else Stream([Delay(0.2), event("DELETED", job(JOB, rv="7"))], hold=30))
     outcome, _ = _events(k, stages=["ai-vnet"], timeout=30)
     assert not outcome.succeeded and "deleted" in outcome.message
+
+
+def test_fake_api_secret_key_never_logged_even_at_debug(api, k, caplog):
+    import logging
+
+    api.serve_secrets()
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger().setLevel(logging.DEBUG)
+        for name in ("urllib3", "client", "kubernetes"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
+        assert k.apply_pull_secret(KEY) == "created"
+        assert k.apply_pull_secret(KEY) == "replaced"
+    encoded = kube.dockerconfigjson(KEY)
+    for record in caplog.records:
+        text = record.getMessage()
+        assert KEY not in text and encoded not in text
