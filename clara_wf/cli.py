@@ -340,6 +340,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"clara-wf: internal error: {type(err).__name__}: {err} (run with --verbose for the traceback)",
               file=sys.stderr)
         sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C into exit 130 before we see it
+        print("clara-wf: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -135,7 +135,7 @@ def plan_stages(run: WorkflowRun, pod: dict, work_dir: Path, sandbox: str) -> Li
         if values.get("source"):
             source = (run.project.root / str(values["source"])).resolve()
             if not source.is_dir():
-                raise InputError(f"stage {name!r}: its source folder {source} (stages.{name}.source) is missing")
+                source = None  # a fresh `cs` stage has no app yet; its program may be absolute
 
         stage_work = work_dir / name
         if sandbox == "bwrap":

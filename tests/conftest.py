@@ -122,3 +122,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def assert_error_last_line(result: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
+    """Commands that show progress first (engine choice, Triton start) still end in one error line."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("clara-wf: "), result.stderr
+    for fragment in fragments:
+        assert fragment in last, (fragment, last)
