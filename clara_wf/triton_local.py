@@ -456,6 +456,8 @@ def start(
             "--allow-gpu-metrics=false",
             "--exit-timeout-secs=5",
             f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+            "--backend-config=python,shm-default-byte-size=16777216",
+            "--backend-config=python,shm-growth-byte-size=67108864",
         ]
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
@@ -569,8 +571,22 @@ def _wait_started(process, instance: TritonInstance, timeout: float, progress: P
         time.sleep(0.05)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _kill_group(pid: int, grace: float) -> None:
-    """SIGTERM the server's process group (server + python backend stubs), SIGKILL after grace."""
+    """SIGTERM the server's process group (server + python backend stubs), SIGKILL after grace.
+
+    Returns when the server has exited and no process of its group is left (a stub
+    notices a dead server only after a while, so it gets a short wait, then SIGKILL).
+    """
     def send(sig: int) -> None:
         try:
             os.killpg(pid, sig)
@@ -582,14 +598,16 @@ def _kill_group(pid: int, grace: float) -> None:
 
     send(signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            break
+    while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    else:
-        send(signal.SIGKILL)  # the whole group: server and python backend stubs
+    deadline = time.monotonic() + min(grace, 2.0)
+    while _group_alive(pid) and time.monotonic() < deadline:
+        _alive(pid)  # reap the server if it is our child, so the group can empty
+        time.sleep(0.05)
+    if _alive(pid) or _group_alive(pid):
+        send(signal.SIGKILL)
         for _ in range(100):
-            if not _alive(pid):
+            if not _alive(pid) and not _group_alive(pid):
                 break
             time.sleep(0.02)
 
