@@ -192,12 +192,18 @@ def test_workflow(
         from clara_wf import kube_engine
         from clara_wf.helm import Helm
 
+        if build:
+            from clara_wf import images
+
+            for line in images.build_stage_images(run):
+                note(line)
         display = _display(run)
         try:
             outcome = kube_engine.run_workflow(
                 Helm(), project.chart_dir, release=release, namespace=namespace, kube_context=kube_context,
                 set_string=run.set_string(), timeout=timeout, keep=keep, on_event=display,
-                ngc_key=os.environ.get("NGC_API_KEY"),
+                ngc_key=os.environ.get("NGC_API_KEY"), stages=run.stages,
+                trtis_release=None if trtis_uri else "trtis", trtis_chart=project.trtis_chart_dir,
             )
         finally:
             display.close()

@@ -153,12 +153,7 @@ def choose_engine(requested: str, kube_context: Optional[str] = None) -> Tuple[s
     present, why = kubeconfig_present()
     if not present:
         return "local", why
-    try:
-        from clara_wf import kube
-    except ImportError:
-        return "local", "the Kubernetes engine is not available in this installation"
-    probe = getattr(kube, "probe_cluster", None)
-    if probe is None:
-        return "local", "the Kubernetes engine is not available in this installation"
-    answers, reason = probe(kube_context)
-    return ("kubernetes", reason) if answers else ("local", reason)
+    from clara_wf import kube
+
+    answers, reason = kube.probe(kube_context)
+    return ("kubernetes", reason) if answers else ("local", f"{why} does not answer: {reason}")

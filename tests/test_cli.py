@@ -129,3 +129,49 @@ def test_missing_helm_says_how_to_get_it(project):
 def test_setkey_without_a_key_and_without_a_terminal_is_refused(project):
     result = run_cli("setkey", cwd=project, env={"NGC_API_KEY": ""}, input="")
     assert_one_line_error(result, 2, "no NGC API key: set NGC_API_KEY")
+
+
+def test_build_without_a_docker_engine_is_a_message_and_a_skip(project, tmp_path):
+    """`--build` never fails a run for want of Docker: it says so and goes on."""
+    from clara_wf import images
+    from clara_wf.project import find_project
+    from clara_wf.workflow import plan_run
+
+    run = plan_run(find_project(start=project))
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    docker = fake_bin / "docker"
+    docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock' >&2\nexit 1\n")
+    docker.chmod(0o755)
+    import os
+
+    old = os.environ["PATH"]
+    os.environ["PATH"] = f"{fake_bin}:{old}"
+    try:
+        lines = list(images.build_stage_images(run))
+    finally:
+        os.environ["PATH"] = old
+    assert len(lines) == 1 and "no Docker engine answers" in lines[0] and "skipping" in lines[0]
+    os.environ["PATH"] = "/nonexistent"
+    try:
+        lines = list(images.build_stage_images(run))
+    finally:
+        os.environ["PATH"] = old
+    assert lines == ["--build: docker is not installed here; skipping the image builds (the images must already be on the nodes)"]
+
+
+def test_fake_api_setkey_through_the_cli_creates_the_secret_and_never_shows_the_key(project, tmp_path):
+    """`clara-wf setkey` end to end against the HTTP-level fake API server (tests/fake_kube_api.py)."""
+    from fake_kube_api import FakeKubeAPI
+
+    key = "nvapi-cli-secret-0123456789"
+    with FakeKubeAPI() as api:
+        api.serve_secrets()
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        result = run_cli("--verbose", "setkey", cwd=project, env={"NGC_API_KEY": key, "KUBECONFIG": str(kubeconfig)})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "secret/nvcr.io created"
+        assert key not in result.stdout + result.stderr
+        again = run_cli("setkey", cwd=project, env={"NGC_API_KEY": key, "KUBECONFIG": str(kubeconfig)})
+        assert again.stdout.strip() == "secret/nvcr.io replaced"
+        assert "nvcr.io" in api.secrets
