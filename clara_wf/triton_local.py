@@ -151,6 +151,24 @@ def find_distribution() -> TritonDistribution:
     return dist
 
 
+def check_libpython() -> None:
+    """The stub links libpython3.X.so.1.0: it must be in LIBDIR or on the system library path."""
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    name = f"libpython{version}.so.1.0"
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and (Path(libdir) / name).exists():
+        return
+    import ctypes.util
+
+    if ctypes.util.find_library(f"python{version}"):
+        return
+    raise ExternalToolError(
+        f"the Triton python backend needs {name}, which this Python ({sys.executable}) does not have: "
+        f"use a Python built with shared libraries (e.g. PYTHON_CONFIGURE_OPTS=--enable-shared pyenv install) "
+        f"or install the system package libpython{version}"
+    )
+
+
 def check_numpy() -> None:
     """The bundled python backend stub works with numpy 1.x only (numpy 2 gives empty outputs)."""
     try:
@@ -368,8 +386,9 @@ def status(state_dir: Path) -> Optional[TritonInstance]:
 def wait_ready(uri: str, timeout: float = 60, *, model: Optional[str] = None, progress: Progress = None) -> None:
     """Wait until the Triton at ``uri`` (``host:port`` of its HTTP endpoint) is ready.
 
-    With ``model``, also wait until that model is ready. Works for any Triton (local,
-    the trtis chart's, another host). Raises ExternalToolError naming the URI.
+    With ``model``, also check that the ready server serves that model (a ready server
+    has loaded every model it will load, so a missing model fails at once). Works for any
+    Triton (local, the trtis chart's, another host). Raises ExternalToolError naming the URI.
     """
     base = _base_url(uri)
     deadline = time.monotonic() + timeout
@@ -431,13 +450,19 @@ def start(
                     f"not {repo}: stop it first with `clara-wf uninstall_trtis --local`"
                 )
             if not existing.ready:
-                wait_ready(existing.uri, timeout, progress=progress)
+                try:
+                    wait_ready(existing.uri, timeout, progress=progress)
+                except ExternalToolError as exc:
+                    raise ExternalToolError(
+                        f"{exc}; its log: {existing.log}; or restart it: `clara-wf uninstall_trtis --local`"
+                    ) from None
             existing.ready = True
             existing.already_running = True
             return existing
 
         dist = find_distribution()
         check_numpy()
+        check_libpython()
         backends = _prepare_backends(state_dir, dist)
         ports = _choose_ports(http_port, address)
         log = state_dir / LOG_NAME
@@ -617,6 +642,7 @@ __all__ = [
     "TritonDistribution",
     "find_distribution",
     "check_numpy",
+    "check_libpython",
     "validate_model_repository",
     "is_ready",
     "wait_ready",

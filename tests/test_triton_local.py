@@ -250,3 +250,16 @@ def test_model_that_fails_to_load_reports_the_log(tmp_path):
     assert f"full log: {state / 'triton.log'}" in message
     assert not (state / "triton.json").exists()
     assert "weights file is missing" in (state / "triton.log").read_text()
+
+
+def test_static_python_without_libpython_is_refused(monkeypatch, tmp_path):
+    import ctypes.util
+
+    monkeypatch.setattr(triton_local.sysconfig, "get_config_var", lambda name: str(tmp_path))
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(ExternalToolError, match=r"needs libpython3\.\d+\.so\.1\.0.*--enable-shared"):
+        triton_local.check_libpython()
+
+
+def test_this_python_has_libpython():
+    triton_local.check_libpython()
