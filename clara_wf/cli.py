@@ -312,6 +312,72 @@ def set_ngc_api_key(
     echo(f"secret/nvcr.io {result}")
 
 
+# --- pipelines: import and graph ---------------------------------------------------------
+
+
+@command("import", help="Import a Clara pipeline definition (YAML): one stage per operator and a DAG workflow.")
+def import_pipeline(
+    ctx: typer.Context,
+    pipeline: Path = typer.Argument(..., help="The pipeline definition (api-version 0.4.0/0.5.0; 0.3.0 read as 0.4.0)."),
+    workflow_id: Optional[str] = typer.Option(None, "--workflow-id", help="Workflow id (default: the pipeline's name)."),
+    set_values: List[str] = typer.Option([], "--set", help="NAME=value for a ${{NAME}} template parameter (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change (stages, workflow, values.yaml diff); write nothing."),
+    force: bool = typer.Option(False, "--force", "-f", help="Take over stages or a workflow of the same name not created by this pipeline's import."),
+) -> None:
+    from clara_wf import pipeline_import as pi
+
+    project = _state(ctx).project()
+    plan = pi.import_pipeline(
+        project, pipeline, workflow_id=workflow_id, params=pi.parse_set(set_values), force=force, dry_run=dry_run,
+        warn=lambda message: note(f"warning: {message}"), note=lambda message: note(f"note: {message}"),
+    )
+    wf_id = plan.workflow_id
+    verbs = {"create": "is created at", "update": "values are updated in", "unchanged": "is unchanged in"}
+    if dry_run:
+        echo(f"Dry run: importing {plan.pipeline.path} (pipeline '{plan.pipeline.name}', "
+             f"api-version {plan.pipeline.api_version}) would:")
+        for stage in plan.stages:
+            where = project.stages_dir / stage.name if stage.action == "create" else project.values_file
+            echo(f"  {stage.action} stage '{stage.name}' ({where})")
+        echo(f"  {plan.workflow_action} workflow '{wf_id}' ({len(plan.definition['stages'])} stages)")
+        diff = plan.diff()
+        echo(diff.rstrip("\n") if diff else "  (values.yaml unchanged)")
+        echo("Nothing was written." if plan.changed else "Nothing would change.")
+        return
+    for stage in plan.stages:
+        where = project.stages_dir / stage.name if stage.action == "create" else project.values_file
+        echo(f"Stage '{stage.name}' {verbs[stage.action]}: {where}")
+    verb = {"add": "is added to", "update": "is updated in", "unchanged": "is unchanged in"}[plan.workflow_action]
+    echo(f"Workflow '{wf_id}' ({len(plan.definition['stages'])} stages) {verb}: {project.values_file}")
+    if not plan.changed:
+        echo("Nothing changed: the chart already holds this pipeline.")
+    for name in plan.trtis_stages:
+        echo(f"Stage '{name}' uses Triton (trtis service): `clara-wf install_trtis` provides it on Kubernetes; "
+             "`clara-wf test --engine local` starts a local one (trtisUri)")
+    echo(f"Run it: clara-wf test {wf_id} [JOB]  (the job payload's input goes in test-data/JOB/input)")
+
+
+@command("graph", help="Show a workflow's DAG: text in the terminal, or --format dot|mermaid|svg --output FILE.")
+def graph_workflow(
+    ctx: typer.Context,
+    workflow_id: str = typer.Argument(..., metavar="WORKFLOW", help="A key of workflows in values.yaml."),
+    fmt: str = typer.Option("text", "--format", help="text, dot, mermaid or svg."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    from clara_wf import graph
+
+    if fmt not in graph.FORMATS:
+        raise InputError(f"--format must be one of {', '.join(graph.FORMATS)}, not {fmt!r}")
+    dag = graph.load_graph(_state(ctx).project(), workflow_id)
+    text, how = graph.render(dag, fmt)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    graph.write_output(text, output)
+    drawn = f" (drawn by {'Graphviz dot' if how == 'graphviz' else 'clara-wf'})" if fmt == "svg" else ""
+    echo(f"Workflow '{workflow_id}' graph ({fmt}){drawn} is written to: {output}")
+
+
 # --- entry point ------------------------------------------------------------------------
 
 
