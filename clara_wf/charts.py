@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from clara_wf.errors import InputError
 from clara_wf.project import TEMPLATE_STAGE, Project
@@ -99,6 +99,76 @@ def load_values(path: Path, text: Optional[str] = None):
     return data
 
 
+def _fast_yaml():
+    """ruamel's C-accelerated safe parser (ruamel.yaml.clib) when present: ~10x faster."""
+    from ruamel.yaml import YAML
+
+    try:
+        return YAML(typ="safe", pure=False)
+    except Exception:  # no C extension: the pure-Python parser gives the same nodes
+        return YAML(typ="safe", pure=True)
+
+
+def _yaml_error(path: Path, err) -> InputError:
+    mark = getattr(err, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return InputError(f"{path} is not valid YAML{where}: {problem}")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+
+
+def read_values(path: Path, text: Optional[str] = None) -> dict:
+    """values.yaml as plain data (fast); InputError when it is not a YAML mapping."""
+    from ruamel.yaml.error import YAMLError
+
+    text = _read_text(path) if text is None else text
+    try:
+        data = _fast_yaml().load(text)
+    except YAMLError as err:
+        raise _yaml_error(path, err) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must be a YAML mapping at the top level")
+    return data
+
+
+def _compose(path: Path, text: str):
+    """The document's node tree: keys with their line and column, without building objects."""
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.nodes import MappingNode
+
+    try:
+        root = _fast_yaml().compose(text)
+    except YAMLError as err:
+        raise _yaml_error(path, err) from None
+    if root is None:
+        return None
+    if not isinstance(root, MappingNode):
+        raise InputError(f"{path} must be a YAML mapping at the top level")
+    return root
+
+
+def _node_keys(node) -> List[Tuple[str, int, int]]:
+    """(key, line, column) of a mapping node's keys, in file order."""
+    return [(str(k.value), k.start_mark.line, k.start_mark.column) for k, _ in node.value]
+
+
+def _child(node, key: str):
+    for k, v in node.value:
+        if str(k.value) == key:
+            return v
+    return None
+
+
 @dataclass
 class _StagesRegion:
     key_line: int  # line of "stages:"
@@ -132,6 +202,53 @@ def _stages_region(path: Path, data, lines: List[str]) -> _StagesRegion:
     return _StagesRegion(key_line=key_line, first=key_line + 1, end=end, indent=indent)
 
 
+def _stages_region_of(path: Path, root, lines: List[str]) -> Tuple[_StagesRegion, List[str]]:
+    """Where the stages mapping sits in the text, and the stage names it holds."""
+    from ruamel.yaml.nodes import MappingNode, ScalarNode
+
+    top = _node_keys(root) if root is not None else []
+    names = [k for k, _, _ in top]
+    if "stages" not in names:
+        raise InputError(f"{path} has no top-level 'stages:' mapping to add stage values to")
+    stages = _child(root, "stages")
+    is_null = isinstance(stages, ScalarNode) and stages.tag.endswith(":null")
+    if not is_null and not isinstance(stages, MappingNode):
+        raise InputError(f"{path}: 'stages' must be a mapping of stage names to their values")
+    if isinstance(stages, MappingNode) and stages.flow_style:
+        raise InputError(
+            f"{path}: 'stages:' is written in flow style ({{...}}); "
+            "write it as a block mapping (one stage name per line) so that clara-wf can edit it"
+        )
+    index = names.index("stages")
+    key_line = top[index][1]
+    end = top[index + 1][1] if index + 1 < len(top) else len(lines)
+    # Blank lines and unindented comments just before the next top-level key belong to it.
+    while end > key_line + 1 and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
+        end -= 1
+    stage_keys = _node_keys(stages) if isinstance(stages, MappingNode) else []
+    indent = stage_keys[0][2] if stage_keys else 2
+    region = _StagesRegion(key_line=key_line, first=key_line + 1, end=end, indent=indent)
+    return region, [k for k, _, _ in stage_keys]
+
+
+def _stage_key_span(root, lines: List[str], region: _StagesRegion, name: str) -> range:
+    """Lines of a stage written by hand (no markers): its key up to the next stage key."""
+    keys = _node_keys(_child(root, "stages"))
+    names = [k for k, _, _ in keys]
+    index = names.index(name)
+    start = keys[index][1]
+    stop = keys[index + 1][1] if index + 1 < len(keys) else region.end
+    while stop > start + 1 and not lines[stop - 1].strip():
+        stop -= 1
+    return range(start, stop)
+
+
+def _stage_names_in(path: Path, text: str) -> List[str]:
+    root = _compose(path, text)
+    stages = _child(root, "stages") if root is not None else None
+    return [k for k, _, _ in _node_keys(stages)] if stages is not None and hasattr(stages, "flow_style") and isinstance(stages.value, list) else []
+
+
 def _render(text: str, name: str, source: Path) -> str:
     import jinja2
 
@@ -157,7 +274,7 @@ def _stage_values_block(project: Project, name: str, indent: int) -> List[str]:
     if not source.is_file():
         raise InputError(f"{source} is missing: it holds the default values of a new stage")
     block = _render(source.read_text(encoding="utf-8"), name, source)
-    parsed = load_values(source, block)
+    parsed = read_values(source, block)
     if list(parsed.keys()) != [name]:
         raise InputError(f"{source} must hold exactly one mapping, keyed by the stage name ([[= name =]])")
     lines = block.splitlines(keepends=True)
@@ -253,13 +370,10 @@ def create_stage(project: Project, name: str) -> StageChange:
     with _chart_lock(project):
         if target.exists():
             raise InputError(f"stage {name!r} already exists: {target}")
-        text = values_file.read_text(encoding="utf-8") if values_file.is_file() else None
-        if text is None:
-            raise InputError(f"{values_file} is missing")
-        data = load_values(values_file, text)
+        text = _read_text(values_file)
         lines = text.splitlines(keepends=True)
-        region = _stages_region(values_file, data, lines)
-        if data["stages"] and name in data["stages"]:
+        region, existing = _stages_region_of(values_file, _compose(values_file, text), lines)
+        if name in existing:
             raise InputError(f"stage {name!r} already has values under stages: in {values_file}")
         if _marker_span(lines, name):
             raise InputError(f"{values_file} already has a {begin_marker(name)} block")
@@ -268,8 +382,7 @@ def create_stage(project: Project, name: str) -> StageChange:
         if region.end > 0 and not lines[region.end - 1].endswith("\n"):
             lines[region.end - 1] += "\n"
         new_text = "".join(lines[: region.end] + block + lines[region.end:])
-        check = load_values(values_file, new_text)
-        if name not in (check.get("stages") or {}):
+        if name not in _stage_names_in(values_file, new_text):
             raise InputError(f"{values_file}: the new block did not land under stages: (check its indentation)")
 
         rendered = {}
@@ -301,11 +414,10 @@ def delete_stage(project: Project, name: str, force: bool = False) -> StageChang
     values_file = project.values_file
 
     with _chart_lock(project):
-        text = values_file.read_text(encoding="utf-8") if values_file.is_file() else None
-        if text is None:
-            raise InputError(f"{values_file} is missing")
-        data = load_values(values_file, text)
+        text = _read_text(values_file)
         lines = text.splitlines(keepends=True)
+        root = _compose(values_file, text)
+        data = read_values(values_file, text)
         stages = data.get("stages") or {}
         has_values = isinstance(stages, dict) and name in stages
         if not target.is_dir() and not has_values:
@@ -320,11 +432,10 @@ def delete_stage(project: Project, name: str, force: bool = False) -> StageChang
 
         new_text = text
         if has_values:
-            region = _stages_region(values_file, data, lines)
-            span = _marker_span(lines, name) or _key_span(data, lines, region, name)
+            region, _ = _stages_region_of(values_file, root, lines)
+            span = _marker_span(lines, name) or _stage_key_span(root, lines, region, name)
             new_text = "".join(lines[: span.start] + lines[span.stop:])
-            check = load_values(values_file, new_text)
-            if name in (check.get("stages") or {}):
+            if name in _stage_names_in(values_file, new_text):
                 raise InputError(f"{values_file}: could not isolate the values of stage {name!r}; remove them by hand")
 
         trash = None
@@ -345,6 +456,6 @@ def delete_stage(project: Project, name: str, force: bool = False) -> StageChang
 
 
 def stage_values(project: Project) -> Dict[str, dict]:
-    data = load_values(project.values_file)
+    data = read_values(project.values_file)
     stages = data.get("stages") or {}
     return dict(stages) if isinstance(stages, dict) else {}

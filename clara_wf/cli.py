@@ -382,7 +382,7 @@ def graph_workflow(
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    from typer._click import exceptions as click_errors  # typer's own click: usage errors
+    from click import exceptions as click_errors
 
     cli = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv

@@ -88,7 +88,7 @@ def plan_run(
     need_test_data: bool = True,
 ) -> WorkflowRun:
     check_job_id(job_id)
-    data = charts.load_values(project.values_file)
+    data = charts.read_values(project.values_file)
     workflows = data.get("workflows") or {}
     if not isinstance(workflows, dict) or workflow_id not in workflows:
         known = ", ".join(workflow_ids(data)) or "none"
