@@ -105,6 +105,17 @@ def _host_path_for(value: str, mapping: List[Tuple[str, Path]]) -> Optional[str]
     return None
 
 
+def _map_env_value(key: str, value: str, mapping: List[Tuple[str, Path]]) -> str:
+    """A pod path in a variable → the host path; Clara's ``name:path;…`` lists item by item."""
+    if key in ("NVIDIA_CLARA_INPUTPATHS", "NVIDIA_CLARA_OUTPUTPATHS"):
+        items = []
+        for item in value.split(";"):
+            name, sep, path = item.partition(":")
+            items.append(f"{name}{sep}{_host_path_for(path.strip(), mapping) or path}" if sep else item)
+        return ";".join(items)
+    return (_host_path_for(value, mapping) or value) if value.startswith("/") else value
+
+
 def _python_argv(argv: List[str]) -> List[str]:
     """``python3`` as the runner and as the program after ``--`` → clara-wf's interpreter."""
     out = list(argv)
@@ -146,7 +157,7 @@ def plan_stages(run: WorkflowRun, pod: dict, work_dir: Path, sandbox: str) -> Li
             # appDir itself becomes a folder of links; mounts outside it are mapped directly.
             mapping = sorted(mounts + [(app_dir, stage_work / "app")], key=lambda m: -len(m[0]))
             cwd = Path(_host_path_for(container.get("workingDir") or app_dir, mapping) or app_dir)
-        env = {k: (_host_path_for(v, mapping) or v) if v.startswith("/") else v for k, v in env.items()}
+        env = {k: _map_env_value(k, v, mapping) for k, v in env.items()}
         argv = [*container.get("command", []), *container.get("args", [])]
         if not argv:
             raise InputError(f"stage {name!r} has no command: set stages.{name}.command in values.yaml")
@@ -263,12 +274,23 @@ def _needs_triton(run: WorkflowRun) -> bool:
     return any(TRITON_SERVICE in (run.values.get(s, {}).get("services") or []) for s in run.stages)
 
 
-def _first_input(run: WorkflowRun, plans: List[StagePlan]) -> Optional[Path]:
-    """The host folder mounted as the first stage's input (stages.<first>.mount.in.name)."""
-    first = plans[0]
-    in_name = ((run.values.get(first.name, {}).get("mount") or {}).get("in") or {}).get("name", "input")
-    wanted = f"{first.app_dir.rstrip('/')}/{in_name}"
-    return next((host for pod_path, host in first.mounts if pod_path == wanted), None)
+def _payload_inputs(run: WorkflowRun, plans: List[StagePlan], pod: dict) -> List[Path]:
+    """Host folders the job's payload must provide: the first stage's input (seed form),
+    and every input named ``payload`` in a stage's NVIDIA_CLARA_INPUTPATHS (DAG form)."""
+    containers = {c["name"]: c for c in pod["containers"]}
+    found = []
+    for index, plan in enumerate(plans):
+        env = {e["name"]: str(e.get("value", "")) for e in containers[plan.name].get("env", [])}
+        if env.get("NVIDIA_CLARA_INPUTPATHS"):
+            wanted = [path for name, _, path in (i.partition(":") for i in env["NVIDIA_CLARA_INPUTPATHS"].split(";"))
+                      if name.strip() == "payload"]
+        elif index == 0:
+            in_name = ((run.values.get(plan.name, {}).get("mount") or {}).get("in") or {}).get("name", "input")
+            wanted = [f"{plan.app_dir.rstrip('/')}/{in_name}"]
+        else:
+            wanted = []
+        found += [host for pod_path, host in plan.mounts if pod_path in wanted]
+    return list(dict.fromkeys(found))
 
 
 def run_workflow(
@@ -290,12 +312,12 @@ def run_workflow(
         # Render once to check everything before anything starts (Triton takes seconds).
         t0 = time.monotonic()
         work_dir = state_dir / "runs" / run.job_id
-        plans = plan_stages(run, rendering.job_pod_spec(rendering.render_documents(run, release=release, helm=helm)),
-                            work_dir, sandbox)
+        pod = rendering.job_pod_spec(rendering.render_documents(run, release=release, helm=helm))
+        plans = plan_stages(run, pod, work_dir, sandbox)
         timings["render_s"] = time.monotonic() - t0
-        first_input = _first_input(run, plans)
-        if first_input is not None and not first_input.is_dir():
-            raise InputError(f"the first stage's input folder {first_input} is missing: put the job's input there")
+        for folder in _payload_inputs(run, plans, pod):
+            if not folder.is_dir():
+                raise InputError(f"the job's input folder {folder} is missing: put the input of the workflow's first stage there")
 
         triton_started = None
         try:

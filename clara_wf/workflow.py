@@ -73,6 +73,87 @@ class WorkflowRun:
         }
 
 
+def validate_dag(workflow_id: str, definition: dict, lock_names: Dict[str, str]) -> Dict[str, List[str]]:
+    """Check a workflow's graph before helm runs; the upstream stages of each stage.
+
+    The same checks as the chart's ``clara-workflow.validateGraph`` (which guards a
+    ``helm install`` made without clara-wf), with the same messages: stages named twice,
+    io naming a stage outside the workflow, outputs without a name or named twice, inputs
+    from an unknown stage or of an output no stage writes, relative paths, waits for a
+    lock no stage writes, and cycles. ``lock_names`` maps each stage to its lockName.
+    """
+    stages = [str(s) for s in definition.get("stages") or []]
+    wf = f"workflow {workflow_id!r}"
+    seen = set()
+    for stage in stages:
+        if stage in seen:
+            raise InputError(f"{wf} names stage {stage!r} twice")
+        seen.add(stage)
+    io = definition.get("io") or {}
+    if not isinstance(io, dict):
+        raise InputError(f"{wf}: io must map stage names to their inputs and outputs")
+    for stage in io:
+        if stage not in seen:
+            raise InputError(f"{wf}: io names stage {stage!r}, which is not in its stages")
+    outputs: Dict[str, List[str]] = {}
+    for stage in stages:
+        names: List[str] = []
+        for output in (io.get(stage) or {}).get("outputs") or []:
+            name = output.get("name")
+            if not name:
+                raise InputError(f"{wf}: an output of stage {stage!r} has no name")
+            if name in names:
+                raise InputError(f"{wf}: stage {stage!r} has two outputs named {name!r}")
+            if not str(output.get("path", "")).startswith("/"):
+                raise InputError(f"{wf}: output {name!r} of stage {stage!r} needs an absolute path")
+            names.append(name)
+        outputs[stage] = names
+    owner = {lock: stage for stage, lock in lock_names.items() if stage in seen}
+    waits = definition.get("waitLocks") or []
+    upstream: Dict[str, List[str]] = {}
+    for index, stage in enumerate(stages):
+        ups: List[str] = []
+        paths = set()
+        for source in (io.get(stage) or {}).get("inputs") or []:
+            path = str(source.get("path", ""))
+            if not path.startswith("/"):
+                raise InputError(f"{wf}: an input of stage {stage!r} needs an absolute path")
+            if path in paths:
+                raise InputError(f"{wf}: stage {stage!r} mounts two inputs at {path}")
+            paths.add(path)
+            origin = source.get("from")
+            if not origin:
+                continue
+            if origin not in seen:
+                raise InputError(f"{wf}: stage {stage!r} reads from {origin!r}, which is not a stage of the workflow")
+            name = source.get("name")
+            if name and name not in outputs[origin]:
+                raise InputError(f"{wf}: stage {stage!r} reads {origin}/{name}, an output that no stage writes")
+            if not name and len(outputs[origin]) != 1:
+                raise InputError(f"{wf}: stage {stage!r} reads from {origin!r} without naming which of its "
+                                 f"{len(outputs[origin])} outputs")
+            ups.append(origin)
+        if index < len(waits):
+            for lock in str(waits[index] or "").split(","):
+                lock = lock.strip()
+                if not lock:
+                    continue
+                if lock not in owner:
+                    raise InputError(f"{wf}: stage {stage!r} waits for {lock}, which no stage of the workflow writes")
+                ups.append(owner[lock])
+        if stage in ups:
+            raise InputError(f"{wf}: stage {stage!r} waits for itself")
+        upstream[stage] = list(dict.fromkeys(ups))
+    done: set = set()
+    for _ in stages:
+        for stage in stages:
+            if stage not in done and all(u in done for u in upstream[stage]):
+                done.add(stage)
+    if len(done) < len(stages):
+        raise InputError(f"{wf} has a cycle among stages {', '.join(s for s in stages if s not in done)}")
+    return upstream
+
+
 def workflow_ids(data) -> List[str]:
     workflows = data.get("workflows") or {}
     return sorted(str(k) for k in workflows) if isinstance(workflows, dict) else []
@@ -112,6 +193,9 @@ def plan_run(
                 f"workflow {workflow_id!r} uses stage {name!r}, which has no values under stages: "
                 f"in {project.values_file}"
             )
+
+    validate_dag(workflow_id, definition,
+                 {name: str(stage_values[name].get("lockName", f"{name}.lock")) for name in stages})
 
     job_dir = project.test_data_dir / job_id
     if need_test_data and not job_dir.is_dir():

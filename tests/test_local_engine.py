@@ -93,7 +93,7 @@ def test_a_failing_stage_fails_the_run_fast_and_is_named(project):
 def test_missing_input_folder_is_reported_before_anything_starts(project):
     add_workflow(project, "needs-input", {"reader": python_stage("print(1)")})
     result = run_cli("test", "needs-input", "--engine", "local", cwd=project)
-    assert_error_last_line(result, 2, "first stage's input folder", "reader/input is missing")
+    assert_error_last_line(result, 2, "the job's input folder", "reader/input is missing")
     assert not (payload(project) / "run.json").exists()
     assert not (project / ".clara-wf" / "triton.json").exists()
 
@@ -168,3 +168,47 @@ def test_default_workflow_end_to_end_with_real_triton(tmp_path):
     assert mask.GetSpacing() == source.GetSpacing() and mask.GetOrigin() == source.GetOrigin()
     assert dice_report(sitk.GetArrayFromImage(mask))["body"] >= 0.9
     assert not (project / ".clara-wf" / "triton.json").exists()  # the Triton it started is stopped
+
+
+# A DAG stage: reads every INPUTPATHS folder (clara_payload), sleeps, writes one file per output.
+DAG_STAGE = (
+    "import os, time, pathlib;"
+    "from clara_wf.payload import clara_payload;"
+    "seen = sorted(f.name + '=' + f.read_text() for e in clara_payload.input_entries for f in pathlib.Path(e.path).iterdir());"
+    "time.sleep(float(os.environ.get('NAP', '0')));"
+    "[ (pathlib.Path(e.path) / 'out.txt').write_text(os.environ['NVIDIA_CLARA_STAGENAME'] + '(' + ','.join(seen) + ')') "
+    "for e in clara_payload.output_entries ]"
+)
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_dag_branches_run_in_parallel_and_fan_in(project, sandbox):
+    import yaml
+
+    programs = {name: python_stage(DAG_STAGE) for name in ("reader", "seg-a", "seg-b", "merger")}
+    add_workflow(project, "fan", programs)
+    values_file = project / "charts" / "clara-workflow" / "values.yaml"
+    data = yaml.safe_load(values_file.read_text())
+    data["workflows"]["fan"] = {
+        "stages": ["reader", "seg-a", "seg-b", "merger"],
+        "io": {
+            "reader": {"inputs": [{"path": "/input"}], "outputs": [{"name": "volume", "path": "/output"}]},
+            "seg-a": {"inputs": [{"from": "reader", "path": "/input"}], "outputs": [{"name": "mask", "path": "/output"}]},
+            "seg-b": {"inputs": [{"from": "reader", "path": "/input"}], "outputs": [{"name": "mask", "path": "/output"}]},
+            "merger": {"inputs": [{"from": "seg-a", "path": "/in/a"}, {"from": "seg-b", "path": "/in/b"}],
+                       "outputs": [{"name": "merged", "path": "/output"}]},
+        },
+    }
+    for name in ("seg-a", "seg-b"):
+        data["stages"][name]["env"] = {"NAP": "1.5"}
+    values_file.write_text(yaml.safe_dump(data))
+    (payload(project) / "input").mkdir(parents=True)
+    (payload(project) / "input" / "scan.txt").write_text("ct")
+    result = run_cli("test", "fan", "--engine", "local", "--sandbox", sandbox, cwd=project)
+    assert result.returncode == 0, result.stderr
+    merged = (payload(project) / "merger" / "merged" / "out.txt").read_text()
+    assert merged == "merger(out.txt=seg-a(out.txt=reader(scan.txt=ct)),out.txt=seg-b(out.txt=reader(scan.txt=ct)))"
+    record = {s["stage"]: s for s in json.loads((payload(project) / "run.json").read_text())["stages"]}
+    # The two branches overlap in time: neither waited for the other.
+    assert record["seg-a"]["start"] < record["seg-b"]["end"] and record["seg-b"]["start"] < record["seg-a"]["end"]
+    assert record["merger"]["start"] >= max(record["seg-a"]["end"], record["seg-b"]["end"])

@@ -110,6 +110,93 @@ Context: the root context.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- include "clara-workflow.validateGraph" (dict "values" $v "workflow" $wf) }}
+{{- end }}
+
+{{/*
+The workflow as a graph: named inputs and outputs (io) and waits must form a DAG over
+the workflow's own stages. Each failure names the culprit.
+Context: (dict "values" .Values "workflow" <the active workflow>).
+*/}}
+{{- define "clara-workflow.validateGraph" -}}
+{{- $v := .values }}
+{{- $wf := .workflow }}
+{{- $id := $v.workflow.id }}
+{{- $stages := $wf.stages }}
+{{- $io := $wf.io | default dict }}
+{{- $lockOwner := dict }}
+{{- range $s := $stages }}{{ $_ := set $lockOwner (index $v.stages $s).lockName $s }}{{ end }}
+{{- range $s, $spec := $io }}
+{{- if not (has $s $stages) }}
+{{- fail (printf "workflow %q: io names stage %q, which is not in its stages" $id $s) }}
+{{- end }}
+{{- end }}
+{{- range $s := $stages }}
+{{- $spec := index $io $s | default dict }}
+{{- $outNames := dict }}
+{{- range $out := ($spec.outputs | default list) }}
+{{- if not $out.name }}{{ fail (printf "workflow %q: an output of stage %q has no name" $id $s) }}{{ end }}
+{{- if hasKey $outNames $out.name }}{{ fail (printf "workflow %q: stage %q has two outputs named %q" $id $s $out.name) }}{{ end }}
+{{- $_ := set $outNames $out.name true }}
+{{- if not (hasPrefix "/" (toString $out.path)) }}{{ fail (printf "workflow %q: output %q of stage %q needs an absolute path" $id $out.name $s) }}{{ end }}
+{{- end }}
+{{- $paths := dict }}
+{{- range $in := ($spec.inputs | default list) }}
+{{- if not (hasPrefix "/" (toString $in.path)) }}{{ fail (printf "workflow %q: an input of stage %q needs an absolute path" $id $s) }}{{ end }}
+{{- if hasKey $paths $in.path }}{{ fail (printf "workflow %q: stage %q mounts two inputs at %s" $id $s $in.path) }}{{ end }}
+{{- $_ := set $paths $in.path true }}
+{{- if $in.from }}
+{{- if not (has $in.from $stages) }}
+{{- fail (printf "workflow %q: stage %q reads from %q, which is not a stage of the workflow" $id $s $in.from) }}
+{{- end }}
+{{- $up := index $io $in.from | default dict }}
+{{- $upOuts := list }}
+{{- range $o := ($up.outputs | default list) }}{{ $upOuts = append $upOuts $o.name }}{{ end }}
+{{- if $in.name }}
+{{- if not (has $in.name $upOuts) }}
+{{- fail (printf "workflow %q: stage %q reads %s/%s, an output that no stage writes" $id $s $in.from $in.name) }}
+{{- end }}
+{{- else if ne (len $upOuts) 1 }}
+{{- fail (printf "workflow %q: stage %q reads from %q without naming which of its %d outputs" $id $s $in.from (len $upOuts)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- /* Edges: io inputs and waitLocks; then peel stages with no pending upstream (Kahn). */}}
+{{- $upstream := dict }}
+{{- range $i, $s := $stages }}
+{{- $ups := list }}
+{{- $spec := index $io $s | default dict }}
+{{- range $in := ($spec.inputs | default list) }}{{ if $in.from }}{{ $ups = append $ups $in.from }}{{ end }}{{ end }}
+{{- if $wf.waitLocks }}
+{{- range $lock := splitList "," (index $wf.waitLocks $i) }}
+{{- $lock = trim $lock }}
+{{- if $lock }}
+{{- if not (hasKey $lockOwner $lock) }}
+{{- fail (printf "workflow %q: stage %q waits for %s, which no stage of the workflow writes" $id $s $lock) }}
+{{- end }}
+{{- $ups = append $ups (index $lockOwner $lock) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if has $s $ups }}{{ fail (printf "workflow %q: stage %q waits for itself" $id $s) }}{{ end }}
+{{- $_ := set $upstream $s (uniq $ups) }}
+{{- end }}
+{{- $done := dict }}
+{{- range $round := $stages }}
+{{- range $s := $stages }}
+{{- if not (hasKey $done $s) }}
+{{- $ready := true }}
+{{- range $u := index $upstream $s }}{{ if not (hasKey $done $u) }}{{ $ready = false }}{{ end }}{{ end }}
+{{- if $ready }}{{ $_ := set $done $s true }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if lt (len $done) (len $stages) }}
+{{- $stuck := list }}
+{{- range $s := $stages }}{{ if not (hasKey $done $s) }}{{ $stuck = append $stuck $s }}{{ end }}{{ end }}
+{{- fail (printf "workflow %q has a cycle among stages %s" $id (join ", " $stuck)) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -152,7 +239,81 @@ Context: (dict "values" .Values "stage" NAME). Output: JSON
 {{- end }}
 {{- if and $v.dicomAdapter.input (eq $index 0) }}{{ $in = $v.dicomAdapter.input }}{{ end }}
 {{- if and $v.dicomAdapter.output (eq $index $last) }}{{ $out = $v.dicomAdapter.output }}{{ end }}
-{{- toJson (dict "index" $index "first" (eq $index 0) "last" (eq $index $last) "waitName" $wait "args" $args "inFolder" $in "outFolder" $out) }}
+{{- $place := dict "index" $index "first" (eq $index 0) "last" (eq $index $last) "waitName" $wait "args" $args "inFolder" $in "outFolder" $out }}
+{{- if and $wf.io (hasKey $wf.io $name) }}
+{{- $spec := index $wf.io $name }}
+{{- $inputs := list }}
+{{- $inPaths := list }}
+{{- $from := list }}
+{{- range $input := ($spec.inputs | default list) }}
+{{- if $input.from }}
+{{- $outName := $input.name }}
+{{- if not $outName }}{{ $outName = (index (index $wf.io $input.from).outputs 0).name }}{{ end }}
+{{- $sub := printf "%s/%s" $input.from $outName }}
+{{- $inputs = append $inputs (dict "path" $input.path "subPath" $sub) }}
+{{- $inPaths = append $inPaths (printf "%s:%s" $sub $input.path) }}
+{{- $from = append $from $input.from }}
+{{- else }}
+{{- $inputs = append $inputs (dict "path" $input.path "subPath" ($v.dicomAdapter.input | default "input")) }}
+{{- $inPaths = append $inPaths (printf "payload:%s" $input.path) }}
+{{- end }}
+{{- end }}
+{{- $outputs := list }}
+{{- $outPaths := list }}
+{{- range $output := ($spec.outputs | default list) }}
+{{- $sub := printf "%s/%s" $name $output.name }}
+{{- $outputs = append $outputs (dict "path" $output.path "subPath" $sub) }}
+{{- $outPaths = append $outPaths (printf "%s:%s" $sub $output.path) }}
+{{- end }}
+{{- if not $wf.waitLocks }}
+{{- $locks := list }}
+{{- range $s := $stages }}{{ if has $s $from }}{{ $locks = append $locks (index $v.stages $s).lockName }}{{ end }}{{ end }}
+{{- $_ := set $place "waitName" (join "," $locks) }}
+{{- end }}
+{{- $_ := set $place "io" true }}
+{{- $_ := set $place "inputs" $inputs }}
+{{- $_ := set $place "outputs" $outputs }}
+{{- $_ := set $place "inputPaths" (join ";" $inPaths) }}
+{{- $_ := set $place "outputPaths" (join ";" $outPaths) }}
+{{- end }}
+{{- toJson $place }}
+{{- end }}
+
+{{/*
+Mounts of a stage with named inputs and outputs (workflows.<id>.io): each at its path.
+Context: the stage's place (clara-workflow.stagePlace).
+*/}}
+{{- define "clara-workflow.ioMounts" -}}
+{{- range $input := .inputs }}
+# Input {{ $input.subPath }}
+- name: clara-payload-volume
+  mountPath: {{ $input.path | quote }}
+  subPath: {{ $input.subPath | quote }}
+{{- end }}
+{{- range $output := .outputs }}
+# Output {{ $output.subPath }}
+- name: clara-payload-volume
+  mountPath: {{ $output.path | quote }}
+  subPath: {{ $output.subPath | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment beyond the NVIDIA_CLARA_* variables: Clara's INPUTPATHS/OUTPUTPATHS for io
+stages (what clara_payload reads) and the stage's own `env` (e.g. imported variables).
+Context: (dict "place" <stagePlace> "stage" <the stage's values>).
+*/}}
+{{- define "clara-workflow.extraEnv" -}}
+{{- if .place.io }}
+- name: NVIDIA_CLARA_INPUTPATHS
+  value: {{ .place.inputPaths | quote }}
+- name: NVIDIA_CLARA_OUTPUTPATHS
+  value: {{ .place.outputPaths | quote }}
+{{- end }}
+{{- range $key, $value := .stage.env }}
+- name: {{ $key }}
+  value: {{ $value | toString | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
