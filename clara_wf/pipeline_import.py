@@ -901,7 +901,7 @@ def plan_import(
     final = charts.load_values(values_file, new_text)
     if _plain(final["workflows"][workflow_id]) != definition:
         raise InputError(f"{values_file}: the workflow entry did not land under workflows: (check its indentation)")
-    _validate_with_chart_rules(workflow_id, definition, set(final.get("stages") or {}))
+    _validate_with_chart_rules(workflow_id, definition, lock_names)
 
     secrets = {str(s.get("name")) for s in (data.get("imagePullSecrets") or []) if isinstance(s, dict)}
     missing_secrets = [s for s in pipeline.pull_secrets if s not in secrets]
@@ -916,13 +916,13 @@ def plan_import(
     )
 
 
-def _validate_with_chart_rules(workflow_id: str, definition: Dict[str, Any], stage_names: set) -> None:
-    """The same DAG checks `clara-wf test` and the chart make (clara_wf.workflow.validate_dag), when present."""
+def _validate_with_chart_rules(workflow_id: str, definition: Dict[str, Any], lock_names: Dict[str, str]) -> None:
+    """The same DAG checks `clara-wf test` and the chart make (clara_wf.workflow.validate_dag)."""
     from clara_wf import workflow
 
     validate = getattr(workflow, "validate_dag", None)
     if validate is not None:
-        validate(workflow_id, copy.deepcopy(definition), set(stage_names))
+        validate(workflow_id, copy.deepcopy(definition), dict(lock_names))
 
 
 @dataclass
