@@ -105,13 +105,12 @@ def build_graph(workflow_id: str, definition: dict, stage_values: Optional[dict]
                     outs = (io.get(up) or {}).get("outputs") or []
                     name = outs[0].get("name") if len(outs) == 1 and isinstance(outs[0], dict) else ""
                 graph.edges.append((up, stage, str(name or "")))
-        # Stages outside io keep the seed's waits.
+        # Explicit waitLocks add to the io edges (the chart waits for both); stages outside io have only those.
         waits = definition.get("waitLocks") or []
         owners = _lock_owner(stage_values or {}, stages)
         for i, stage in enumerate(stages):
-            if stage in io or i >= len(waits):
-                continue
-            _add_waits(graph, stage, str(waits[i] or ""), owners)
+            if i < len(waits):
+                _add_waits(graph, stage, str(waits[i] or ""), owners)
         return graph
 
     waits = definition.get("waitLocks") or [""] * len(stages)
@@ -131,7 +130,7 @@ def _add_waits(graph: Graph, stage: str, wait: str, owners: Dict[str, str]) -> N
             up = f"?{lock}"
             if up not in graph.external:
                 graph.external.append(up)
-        if (up, stage, "") not in graph.edges:
+        if not any(u == up and d == stage for u, d, _ in graph.edges):
             graph.edges.append((up, stage, ""))
 
 

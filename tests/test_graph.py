@@ -63,6 +63,20 @@ def test_wait_locks_map_to_the_stage_whose_lock_name_it_is():
     assert "(no stage writes this lock)" in graph.to_text(dag)
 
 
+def test_io_edges_carry_output_names_and_extra_waits_are_added():
+    definition = {
+        "stages": ["r", "a", "side", "m"],
+        "waitLocks": ["", "", "", "side.lock"],
+        "io": {"r": {"inputs": [{"path": "/input"}], "outputs": [{"name": "vol", "path": "/output"}]},
+               "a": {"inputs": [{"from": "r", "path": "/input"}], "outputs": [{"name": "seg", "path": "/output"}]},
+               "m": {"inputs": [{"from": "a", "name": "seg", "path": "/in"}], "outputs": [{"name": "o", "path": "/o"}]}},
+    }
+    dag = graph.build_graph("w", definition)
+    assert dag.edges == [("r", "a", "vol"), ("a", "m", "seg"), ("side", "m", "")]
+    assert dag.payload_readers == ["r"]
+    assert dag.layers() == [["r", "side"], ["a"], ["m"]]
+
+
 def test_a_cycle_is_named():
     dag = graph.build_graph("loop", {"stages": ["a", "b"], "waitLocks": ["b.lock", "a.lock"]})
     with pytest.raises(InputError, match=r"workflow 'loop' has a cycle: a -> b -> a"):
