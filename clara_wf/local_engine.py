@@ -49,6 +49,9 @@ STOP_GRACE_S = 5.0
 POLL_S = 0.01
 TRITON_SERVICE = "trtis"
 PYTHON_NAMES = {"python", "python3"}
+RUNNER_MODULE = "clara_wf.runner"
+# Where clara_wf can be imported from without site-packages (for `python -S -m clara_wf.runner`).
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 # What a stage process inherits from the host (a pod's container inherits nothing).
 HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", protocol.POLL_ENV)
 
@@ -123,6 +126,9 @@ def _python_argv(argv: List[str]) -> List[str]:
     for i in positions:
         if out[i] in PYTHON_NAMES:
             out[i] = sys.executable
+    if out[:3] == [sys.executable, "-m", RUNNER_MODULE]:
+        # The runner needs only the standard library: skipping site saves ~30-60 ms per stage.
+        out.insert(1, "-S")
     return out
 
 
@@ -378,6 +384,8 @@ def _stage_env(plan: StagePlan) -> Dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
     env["PYTHONUNBUFFERED"] = "1"
     env.update(plan.env)
+    if "-S" in plan.argv[1:2]:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     return env
 
 

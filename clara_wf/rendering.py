@@ -39,11 +39,11 @@ def dry_run(run: WorkflowRun, *, release: str, namespace: str, helm: Optional[He
 def render_documents(run: WorkflowRun, *, release: str, namespace: str = "default",
                      helm: Optional[Helm] = None) -> List[dict]:
     """The rendered manifests as parsed documents (empty documents dropped)."""
-    from ruamel.yaml import YAML
+    from clara_wf.charts import _fast_yaml
 
     helm = helm or Helm()
     text = helm.template(run.project.chart_dir, release, namespace=namespace, set_string=run.set_string())
-    return [doc for doc in YAML(typ="safe", pure=True).load_all(text) if doc]
+    return [doc for doc in _fast_yaml().load_all(text) if doc]
 
 
 def job_pod_spec(documents: List[dict]) -> dict:
