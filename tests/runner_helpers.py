@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -66,8 +67,10 @@ class Run:
         cmd = (runner or [PY, "-m", "clara_wf.runner", "--"]) + list(program)
         out = open(self.root / (stage + ".out"), "wb")
         err = open(self.root / (stage + ".err"), "wb")
+        # Its own process group, as a launcher starts runners: kill_all() can then end
+        # programs whose runner was killed with SIGKILL.
         proc = subprocess.Popen(cmd, env=env or self.env(stage, wait, **extra), stdout=out, stderr=err,
-                                cwd=str(self.root))
+                                cwd=str(self.root), start_new_session=True)
         out.close()
         err.close()
         self.procs[stage] = proc
@@ -105,9 +108,11 @@ class Run:
 
     def kill_all(self) -> None:
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
 
 
 def touch_program(path: Path, then: str = "") -> List[str]:

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from clara_wf.payload import ClaraPayload, PayloadEntry, PayloadError, clara_payload, parse_paths
-from tests.runner_helpers import PY, clean_env
+from runner_helpers import PY, clean_env
 
 
 def entries(value):

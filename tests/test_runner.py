@@ -22,7 +22,7 @@ from clara_wf.runner import (
     WaitTarget,
 )
 from clara_wf.runner.wait import FAILED, READY, check
-from tests.runner_helpers import PY, REPO, Run, clean_env, touch_program
+from runner_helpers import PY, REPO, Run, clean_env, touch_program
 
 PY38 = Path("/root/.pyenv/versions/3.8.18/bin/python3.8")
 
@@ -54,7 +54,8 @@ def test_linear_chain_runs_in_order_and_leaves_locks_and_logs(run):
     assert c["stage"] == "c" and c["lock"] == "c.lock" and c["protocol"] == 1
     assert c["job_id"] == run.job_id and c["job_name"] == "test-job"
     assert c["waited_s"] >= 0.4  # it really waited for a and b
-    assert sorted(os.listdir(run.locks)) == ["a.lock", "b.lock", "c.lock"]  # no temp files left
+    assert sorted(os.listdir(run.locks)) == [".tmp", "a.lock", "b.lock", "c.lock"]
+    assert os.listdir(run.locks / ".tmp") == []  # no temp files left
 
     # Output goes to the container's streams and to LOGNAME; runner lines are prefixed.
     assert run.stdout("c") == "out-c\n"
@@ -146,7 +147,10 @@ def test_kill_9_of_upstream_runner_ends_downstream_at_its_timeout(run):
     assert not _ran(run, "b").exists()
     assert "timed out after 2 s waiting for a.lock; still missing: a.lock" in run.stderr("b")
     assert not (run.locks / "a.lock").exists() and not (run.locks / "a.lock.failed").exists()
-    # PR_SET_PDEATHSIG: the orphaned program does not outlive its runner.
+    # The program shares its runner's process group, so a launcher that kills the group
+    # leaves nothing behind.
+    assert _alive(child_pid) and os.getpgid(child_pid) == run.procs["a"].pid
+    os.killpg(run.procs["a"].pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and _alive(child_pid):
         time.sleep(0.05)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 import sys
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Set
 
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080
@@ -18,9 +19,11 @@ IN_CREATE = 0x00000100
 # A lock appears by rename (IN_MOVED_TO); a hand-made one by create/close (IN_CREATE,
 # IN_CLOSE_WRITE: content may arrive after the create).
 WATCH_MASK = IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE
+IN_Q_OVERFLOW = 0x00004000
 IN_CLOEXEC = 0o2000000
 IN_NONBLOCK = 0o4000
 
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (+ name[len])
 _libc = None  # type: Optional[ctypes.CDLL]
 
 
@@ -60,15 +63,23 @@ class Inotify:
             self.close()
             raise
 
-    def drain(self) -> None:
-        while True:
-            try:
-                if not os.read(self.fd, 65536):
-                    return
-            except BlockingIOError:
-                return
-            except InterruptedError:
-                continue
+    def read_names(self) -> Optional[Set[str]]:
+        """The file names of the pending events (one read: select() reports any rest), or
+        None when events were lost (queue overflow) and anything may have changed."""
+        try:
+            data = os.read(self.fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return set()
+        names: Set[str] = set()
+        offset = 0
+        while offset + _EVENT.size <= len(data):
+            _, mask, _, length = _EVENT.unpack_from(data, offset)
+            offset += _EVENT.size
+            if mask & IN_Q_OVERFLOW:
+                return None
+            names.add(os.fsdecode(data[offset:offset + length].rstrip(b"\0")))
+            offset += length
+        return names
 
     def close(self) -> None:
         if self.fd >= 0:

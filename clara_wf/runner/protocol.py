@@ -21,7 +21,10 @@ POLL_ENV = "CLARA_WF_RUNNER_POLL"
 
 STATUS_TAG = "clara-wf-stage"  # status lines: "[clara-wf-stage <stage>] <message>"
 FAILED_SUFFIX = ".failed"  # failure marker of lock L is L + ".failed", in the same folder
-TMP_PREFIX = "."  # temporary files start with "." and end with ".tmp": watchers skip them
+# Records are written in LOCKDIR/.tmp/ and renamed into LOCKDIR: a watcher of LOCKDIR
+# then sees one event per lock (IN_MOVED_TO), not three, and never a partial file.
+TMP_DIR = ".tmp"
+TMP_PREFIX = "."  # names starting with "." in LOCKDIR are not locks: watchers skip them
 TMP_SUFFIX = ".tmp"
 
 # Exit codes the runner owns. 112-116 sit clear of 0-2, sysexits (64-78), timeout(1)'s
@@ -103,14 +106,16 @@ def make_record(
 
 
 def write_record_atomic(path: str, record: Dict[str, Any]) -> None:
-    """Write JSON to a hidden temp file in the same folder, then rename it into place.
+    """Write JSON to ``<folder>/.tmp/<name>.<pid>.tmp``, then rename it into place.
 
     rename() is atomic within a filesystem, so a reader sees either no file or the whole
     record, never a partial one. No fsync: readers are on the same host, and a crashed
     node loses the whole run anyway.
     """
     folder, name = os.path.split(path)
-    tmp = os.path.join(folder, "%s%s.%d%s" % (TMP_PREFIX, name, os.getpid(), TMP_SUFFIX))
+    tmp_dir = os.path.join(folder, TMP_DIR)
+    os.makedirs(tmp_dir, exist_ok=True)
+    tmp = os.path.join(tmp_dir, "%s.%d%s" % (name, os.getpid(), TMP_SUFFIX))
     data = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

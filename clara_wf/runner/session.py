@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from clara_wf.runner.config import ConfigError, StageConfig, var
 from clara_wf.runner.protocol import (
@@ -26,6 +26,7 @@ from clara_wf.runner.protocol import (
     STATUS_TERMINATED,
     STATUS_TIMEOUT,
     STATUS_UPSTREAM_FAILED,
+    TMP_DIR,
     failure_marker_name,
     make_record,
     stage_of_lock,
@@ -102,6 +103,8 @@ class StageSession:
         self.child_pid: Optional[int] = None
         self.raise_on_signal = False
         self.waited_s: Optional[float] = None
+        self._tty_sends_sigint = False
+        self._release_watch: Optional[Callable[[], None]] = None
         self._old_handlers: Dict[int, Any] = {}
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -126,7 +129,8 @@ class StageSession:
         cfg = self.cfg
         folders = []
         if cfg.lock_dir:
-            folders.append(("LOCKDIR", cfg.lock_dir))
+            # .tmp too: made now, its creation does not wake the stages waiting later.
+            folders.append(("LOCKDIR", os.path.join(cfg.lock_dir, TMP_DIR)))
         if cfg.input_lock:
             folders.append(("INPUTLOCK", os.path.dirname(cfg.input_lock)))
         if cfg.log_name:
@@ -155,6 +159,9 @@ class StageSession:
                     pass
 
     def install_signal_handlers(self) -> None:
+        # A terminal's Ctrl-C already reaches every process of its foreground group, the
+        # program included: forwarding SIGINT too would deliver it twice.
+        self._tty_sends_sigint = _in_foreground_of_a_terminal()
         for sig in FORWARDED_SIGNALS:
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
@@ -167,10 +174,11 @@ class StageSession:
         self.signum = signum
         pid = self.child_pid
         if pid is not None:
-            try:
-                os.kill(pid, signum)
-            except OSError:
-                pass
+            if not (signum == signal.SIGINT and self._tty_sends_sigint):
+                try:
+                    os.kill(pid, signum)
+                except OSError:
+                    pass
             return
         try:
             os.write(self._wake_w, b"!")  # ends a wait at once
@@ -179,7 +187,15 @@ class StageSession:
         if self.raise_on_signal:
             raise StageTerminated(signum)
 
+    def release_watch(self) -> None:
+        """Close the wait's inotify descriptor (close-on-exec, so the program never holds
+        it); done last, after the lock or marker is written (see wait_for)."""
+        if self._release_watch is not None:
+            self._release_watch()
+            self._release_watch = None
+
     def close(self) -> None:
+        self.release_watch()
         for fd in (self._wake_r, self._wake_w, self.log_fd):
             if fd is not None:
                 try:
@@ -208,7 +224,7 @@ class StageSession:
         def watching(mechanism: str) -> None:
             self.status("waiting for %s in %s (%s, %s)" % (labels, cfg.lock_dir, limit, mechanism))
 
-        result, _ = wait_for(targets, cfg.job_id, deadline, self._wake_r, not cfg.poll, watching)
+        result, _, self._release_watch = wait_for(targets, cfg.job_id, deadline, self._wake_r, not cfg.poll, watching)
         self.waited_s = time.monotonic() - self.t0
         if result.outcome == READY:
             self.status("%s present after %.3f s" % (labels, self.waited_s))
@@ -286,6 +302,16 @@ class StageSession:
             return self.fail(STATUS_LOCK_WRITE_FAILED, EXIT_LOCK_WRITE, message, 0, start_epoch=start_epoch)
         self.status("%s; wrote %s" % (detail, path))
         return 0
+
+
+def _in_foreground_of_a_terminal() -> bool:
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def _text(value: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shlex
 import signal
@@ -88,10 +87,9 @@ def _run_program(session: StageSession, argv: List[str]) -> int:
             stdout=stdout,
             stderr=stderr,
             close_fds=True,
-            # Its own session: a terminal's Ctrl-C reaches the program once, through the
-            # runner, instead of twice.
-            start_new_session=True,
-            preexec_fn=_child_setup(),
+            # Same process group as the runner (no preexec_fn, no new session): Popen
+            # stays on the fast vfork path, and a launcher that kills the runner's group
+            # also ends the program, even after a kill -9 of the runner.
         )
     except (OSError, subprocess.SubprocessError) as e:
         for fd in [p[0] for p in pipes] + [stdout, stderr]:
@@ -151,26 +149,6 @@ def _tee(src: int, dst: int, log: Callable[[bytes], None]) -> None:
             log(data)
     finally:
         os.close(src)
-
-
-def _child_setup() -> Optional[Callable[[], None]]:
-    """In the child before exec (Linux): get SIGTERM when the runner dies, even by kill -9,
-    so that no program outlives its runner on a host (the local engine)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def setup() -> None:
-        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the runner died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return setup
 
 
 def _kill(pid: int, signum: int) -> None:

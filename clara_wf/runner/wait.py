@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import select
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from clara_wf.runner.config import WaitTarget
 from clara_wf.runner.inotify import Inotify
@@ -70,11 +70,14 @@ def wait_for(
     wake_fd: int,
     use_inotify: bool,
     on_watching: Optional[Callable[[str], None]] = None,
-) -> Tuple[WaitResult, str]:
-    """Wait as described above; returns (result, mechanism: "inotify" or "polling ...").
+) -> Tuple[WaitResult, str, Callable[[], None]]:
+    """Wait as described above; returns (result, mechanism, release).
 
-    ``on_watching(mechanism)`` is called once the watch is in place, before the first
-    look at the files, so that "waiting" messages are true when printed.
+    ``mechanism`` is "inotify" or "polling ...". ``on_watching(mechanism)`` is called once
+    the watch is in place, before the first look at the files, so that "waiting" messages
+    are true when printed. ``wake_fd`` must be non-blocking. The caller calls ``release()``
+    once its lock or marker is written: closing an inotify descriptor waits for a kernel
+    RCU grace period (~10 ms), which must delay neither the program's start nor the lock.
     """
     notifier = None
     mechanism = "polling"
@@ -87,32 +90,70 @@ def wait_for(
             mechanism = "polling (inotify unavailable: %s)" % (e.strerror or e)
     if on_watching is not None:
         on_watching(mechanism)
+    # Only events about these names call for a new look at the files: every stage's lock
+    # lands in the one shared folder and wakes every waiting stage.
+    relevant: Set[str] = set()
+    for t in targets:
+        relevant.add(os.path.basename(t.path))
+        if t.failed_path is not None:
+            relevant.add(os.path.basename(t.failed_path))
+    release = notifier.close if notifier is not None else _nothing
     try:
-        delay = POLL_FIRST_S
-        while True:
-            # The first check comes after the watch is in place: a file created before
-            # add_watch is found here, one created after it raises an event.
-            result = check(targets, job_id)
-            if result.outcome in (READY, FAILED):
-                return result, mechanism
-            if _drain_wake(wake_fd):
-                return WaitResult(INTERRUPTED, result.missing, stale=result.stale), mechanism
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return result, mechanism
-            remaining = None if deadline is None else deadline - now
-            if notifier is not None:
-                readable, _, _ = select.select([notifier.fd, wake_fd], [], [], remaining)
-                if notifier.fd in readable:
-                    notifier.drain()
-            else:
-                pause = delay if remaining is None else min(delay, remaining)
-                # Sleeping in select() on the wake descriptor lets a signal cut the pause short.
-                select.select([wake_fd], [], [], pause)
-                delay = min(delay * POLL_BACKOFF, POLL_MAX_S)
-    finally:
         if notifier is not None:
-            notifier.close()
+            return _wait_inotify(notifier, targets, job_id, deadline, wake_fd, relevant), mechanism, release
+        return _wait_polling(targets, job_id, deadline, wake_fd), mechanism, release
+    except BaseException:
+        release()
+        raise
+
+
+def _wait_inotify(notifier: Inotify, targets: List[WaitTarget], job_id: str, deadline: Optional[float],
+                  wake_fd: int, relevant: Set[str]) -> WaitResult:
+    fds = [notifier.fd, wake_fd]
+    while True:
+        # The first check comes after the watch is in place: a file created before
+        # add_watch is found here, one created after it raises an event.
+        result = check(targets, job_id)
+        if result.outcome in (READY, FAILED):
+            return result
+        # Kept tight: most wake-ups are about other stages' files.
+        while True:
+            if deadline is None:
+                remaining = None
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return result
+            readable = select.select(fds, [], [], remaining)[0]
+            if wake_fd in readable and _drain_wake(wake_fd):
+                return WaitResult(INTERRUPTED, result.missing, stale=result.stale)
+            if notifier.fd in readable:
+                names = notifier.read_names()
+                if names is None or not relevant.isdisjoint(names):
+                    break
+
+
+def _wait_polling(targets: List[WaitTarget], job_id: str, deadline: Optional[float],
+                  wake_fd: int) -> WaitResult:
+    delay = POLL_FIRST_S
+    while True:
+        result = check(targets, job_id)
+        if result.outcome in (READY, FAILED):
+            return result
+        pause = delay
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return result
+            pause = min(delay, remaining)
+        # Sleeping in select() on the wake descriptor lets a signal cut the pause short.
+        if select.select([wake_fd], [], [], pause)[0] and _drain_wake(wake_fd):
+            return WaitResult(INTERRUPTED, result.missing, stale=result.stale)
+        delay = min(delay * POLL_BACKOFF, POLL_MAX_S)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _drain_wake(fd: int) -> bool:
