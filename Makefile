@@ -14,6 +14,7 @@ STAMP := $(VENV)/.installed-stamp
 
 setup: $(STAMP)
 	@$(VENV)/bin/python tools/install_tools.py --major $(HELM_MAJOR)
+	@sh tools/install_bwrap.sh
 
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml
@@ -32,7 +33,8 @@ test: setup
 		$(VENV)/bin/python -m pytest -q -m helm
 
 bench: setup
-	@for b in bench/*; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+	@for b in bench/cli_latency bench/handoff bench/local_run bench/render_scale; do \
+		echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .clara-wf
