@@ -68,3 +68,16 @@ def test_a_wrong_field_is_caught_by_strict_validation():
     job["spec"]["template"]["spec"]["containers"][0]["mountz"] = []
     with pytest.raises(ValidationError):
         validate(job, "1.35.0", strict=True)
+
+
+def test_helm_lint_passes_for_every_renderable_workflow(every_stage_project):
+    import subprocess
+
+    from conftest import helm_binary
+
+    for workflow_id in renderable_workflows(every_stage_project):
+        argv = [helm_binary(), "lint", str(every_stage_project), "--strict"]
+        for key, value in {**RUN, "workflow.id": workflow_id}.items():
+            argv += ["--set-string", f"{key}={value}"]
+        result = subprocess.run(argv, capture_output=True, text=True)
+        assert result.returncode == 0, (workflow_id, result.stdout, result.stderr)
