@@ -55,6 +55,9 @@ STATUS_TERMINATED = "terminated"  # SIGTERM/SIGINT reached the runner before the
 STATUS_LOCK_WRITE_FAILED = "lock-write-failed"
 
 
+_HOST = socket.gethostname()  # read once: records are written in the hand-off's critical path
+
+
 def failure_marker_name(lock_name: str) -> str:
     return lock_name + FAILED_SUFFIX
 
@@ -101,7 +104,7 @@ def make_record(
         "end_epoch": end_epoch,
         "waited_s": None if waited_s is None else round(waited_s, 6),
         "pid": os.getpid(),
-        "host": socket.gethostname(),
+        "host": _HOST,
     }
 
 

@@ -104,6 +104,7 @@ class StageSession:
         self.raise_on_signal = False
         self.waited_s: Optional[float] = None
         self._tty_sends_sigint = False
+        self.ready_note = ""
         self._release_watch: Optional[Callable[[], None]] = None
         self._old_handlers: Dict[int, Any] = {}
         self._wake_r, self._wake_w = os.pipe()
@@ -205,8 +206,11 @@ class StageSession:
         self.log_fd = None
 
     # -- the wait -------------------------------------------------------------
-    def wait(self, what: str = "the program") -> Optional[int]:
-        """None when the stage may run; otherwise the exit code (failure marker written)."""
+    def wait(self, what: str = "the program", announce: bool = True) -> Optional[int]:
+        """None when the stage may run; otherwise the exit code (failure marker written).
+
+        ``announce=False`` leaves the "present" line (``ready_note``) to the caller, who
+        prints it once the program has started: one status write less in the hand-off."""
         cfg = self.cfg
         if cfg.no_sync:
             self.waited_s = 0.0
@@ -227,7 +231,9 @@ class StageSession:
         result, _, self._release_watch = wait_for(targets, cfg.job_id, deadline, self._wake_r, not cfg.poll, watching)
         self.waited_s = time.monotonic() - self.t0
         if result.outcome == READY:
-            self.status("%s present after %.3f s" % (labels, self.waited_s))
+            self.ready_note = "%s present after %.3f s" % (labels, self.waited_s)
+            if announce:
+                self.status(self.ready_note)
             return None
         if result.outcome == FAILED:
             assert result.failed is not None

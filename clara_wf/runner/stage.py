@@ -61,7 +61,7 @@ def run_stage(argv: List[str], env: Mapping[str, str]) -> int:
             report_config_error(err, cfg.job_id, cfg.job_name)
             return EXIT_CONFIG
         session.install_signal_handlers()
-        code = session.wait(_command(argv))
+        code = session.wait(_command(argv), announce=False)
         if code is not None:
             return code
         return _run_program(session, argv)
@@ -108,7 +108,8 @@ def _run_program(session: StageSession, argv: List[str]) -> int:
     for fd in (stdout, stderr):
         if fd is not None:
             os.close(fd)
-    session.status("started %s in %s (pid %d)" % (command, cwd, proc.pid))
+    ready = session.ready_note + "; " if session.ready_note else ""
+    session.status("%sstarted %s in %s (pid %d)" % (ready, command, cwd, proc.pid))
     threads = [threading.Thread(target=_tee, args=(r, dst, session.log), daemon=True) for r, dst in pipes]
     for t in threads:
         t.start()
