@@ -184,6 +184,7 @@ Context: (dict "values" .Values "workflow" <the active workflow>).
 {{- end }}
 {{- $done := dict }}
 {{- range $round := $stages }}
+{{- if eq (len $done) (len $stages) }}{{ break }}{{ end }}
 {{- range $s := $stages }}
 {{- if not (hasKey $done $s) }}
 {{- $ready := true }}
@@ -207,7 +208,8 @@ Context: (dict "values" .Values "stage" NAME). Output: JSON
 {{- define "clara-workflow.stagePlace" -}}
 {{- $v := .values }}
 {{- $name := .stage }}
-{{- $wf := include "clara-workflow.activeWorkflow" $v | fromJson }}
+{{- /* validate has checked the workflow; index it directly (a JSON round trip per call made 200 stages quadratic) */}}
+{{- $wf := index $v.workflows $v.workflow.id }}
 {{- $stages := $wf.stages }}
 {{- $index := -1 }}
 {{- range $i, $s := $stages }}
