@@ -20,7 +20,7 @@ from clara_wf.runner.protocol import (
     STATUS_FAILED,
     STATUS_START_FAILED,
 )
-from clara_wf.runner.session import StageSession, report_config_error, status_line, write_all
+from clara_wf.runner.session import StageSession, report_config_error, write_all
 
 USAGE = """\
 usage: clara-wf-stage [--] PROGRAM [ARGS...]
@@ -114,9 +114,9 @@ def _run_program(session: StageSession, argv: List[str]) -> int:
     for t in threads:
         t.start()
     rc = proc.wait()
+    session.child_pid = None  # reaped: its pid may be reused, forward nothing more
     for t in threads:
         t.join(TEE_DRAIN_S)
-    session.child_pid = None
     elapsed = time.monotonic() - started
     if rc == 0:
         return session.succeed(start_epoch, "program exited with 0 after %.3f s" % elapsed)
@@ -166,4 +166,4 @@ def _signame(signum: int) -> str:
         return "signal %d" % signum
 
 
-__all__ = ["main", "run_stage", "USAGE", "status_line"]
+__all__ = ["main", "run_stage", "USAGE"]
