@@ -135,7 +135,7 @@ def _add_waits(graph: Graph, stage: str, wait: str, owners: Dict[str, str]) -> N
 
 
 def load_graph(project: Project, workflow_id: str) -> Graph:
-    data = charts.load_values(project.values_file)
+    data = charts.read_values(project.values_file)
     workflows = data.get("workflows") or {}
     if not isinstance(workflows, dict) or workflow_id not in workflows:
         known = ", ".join(sorted(str(k) for k in workflows)) if isinstance(workflows, dict) else ""

@@ -678,51 +678,6 @@ def _stage_block(lines: List[str], span: range, name: str, op: Operator, pipelin
     return block, True
 
 
-@dataclass
-class _Region:
-    first: int
-    end: int
-    indent: int
-
-
-def _workflows_region(path: Path, data, lines: List[str]) -> _Region:
-    if "workflows" not in data:
-        raise InputError(f"{path} has no top-level 'workflows:' mapping to add the workflow to")
-    workflows = data["workflows"]
-    if workflows is not None and not isinstance(workflows, dict):
-        raise InputError(f"{path}: 'workflows' must be a mapping of workflow ids")
-    key_line = data.lc.key("workflows")[0]
-    after = lines[key_line].split(":", 1)[1].split("#", 1)[0].strip() if ":" in lines[key_line] else ""
-    if after:
-        raise InputError(f"{path}: 'workflows:' is written in flow style; write it as a block mapping "
-                         "(one workflow id per line) so that clara-wf can edit it")
-    keys = list(data.keys())
-    later = keys[keys.index("workflows") + 1:]
-    end = data.lc.key(later[0])[0] if later else len(lines)
-    while end > key_line + 1 and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
-        end -= 1
-    indent = workflows.lc.key(next(iter(workflows)))[1] if workflows else 2
-    return _Region(first=key_line + 1, end=end, indent=indent)
-
-
-def _workflow_span(data, lines: List[str], region: _Region, workflow_id: str) -> range:
-    workflows = data["workflows"]
-    ids = list(workflows.keys())
-    start = workflows.lc.key(workflow_id)[0]
-    following = ids[ids.index(workflow_id) + 1:]
-    stop = workflows.lc.key(following[0])[0] if following else region.end
-    # Blank lines and comments at the entry's own indentation (or less) before the next one belong to it.
-    while stop > start + 1:
-        line = lines[stop - 1]
-        if not line.strip():
-            stop -= 1
-        elif line.lstrip().startswith("#") and len(line) - len(line.lstrip()) <= region.indent:
-            stop -= 1
-        else:
-            break
-    return range(start, stop)
-
-
 # --- planning and applying -----------------------------------------------------------------
 
 
@@ -808,7 +763,7 @@ def plan_import(
         old_text = values_file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{values_file} is missing") from None
-    data = charts.load_values(values_file, old_text)
+    data = charts.read_values(values_file, old_text)
     lines = old_text.splitlines(keepends=True)
     stage_values = data.get("stages") or {}
     if not isinstance(stage_values, dict):
@@ -842,8 +797,8 @@ def plan_import(
 
     workflows = data.get("workflows")
     if isinstance(workflows, dict) and workflow_id in workflows:
-        region = _workflows_region(values_file, data, lines)
-        span = _workflow_span(data, lines, region, workflow_id)
+        region = charts.mapping_region(values_file, charts._compose(values_file, old_text), lines, "workflows")
+        span = charts.child_span(region, lines, workflow_id, own_comments=True)
         if _provenance_of(lines[span.start: span.stop]) != pipeline.name and not force:
             raise InputError(f"workflow '{workflow_id}' already exists in {values_file} and was not created by "
                              f"importing pipeline '{pipeline.name}': pass --workflow-id ID, or --force to replace it")
@@ -877,17 +832,18 @@ def plan_import(
         stage_plans.append(StagePlan(op.name, action))
 
     # Lock names come from the stages' values (`cs` makes them NAME.lock).
-    staged = charts.load_values(values_file, "".join(text_lines))
+    staged_text = "".join(text_lines)
+    staged = charts.read_values(values_file, staged_text)
     lock_names = {}
     for op in pipeline.operators:
         lock_names[op.name] = str((staged["stages"][op.name] or {}).get("lockName") or f"{op.name}.lock")
     definition = workflow_definition(pipeline, lock_names)
 
-    region = _workflows_region(values_file, staged, text_lines)
+    region = charts.mapping_region(values_file, charts._compose(values_file, staged_text), text_lines, "workflows")
     block = workflow_block(workflow_id, pipeline.name, definition, region.indent)
     workflows = staged.get("workflows")
     if isinstance(workflows, dict) and workflow_id in workflows:
-        span = _workflow_span(staged, text_lines, region, workflow_id)
+        span = charts.child_span(region, text_lines, workflow_id, own_comments=True)
         old_block = text_lines[span.start: span.stop]
         workflow_action = "unchanged" if old_block == block else "update"
         text_lines[span.start: span.stop] = block
@@ -898,7 +854,7 @@ def plan_import(
         text_lines[region.end: region.end] = block
     new_text = "".join(text_lines)
 
-    final = charts.load_values(values_file, new_text)
+    final = charts.read_values(values_file, new_text)
     if _plain(final["workflows"][workflow_id]) != definition:
         raise InputError(f"{values_file}: the workflow entry did not land under workflows: (check its indentation)")
     _validate_with_chart_rules(workflow_id, definition, lock_names)
