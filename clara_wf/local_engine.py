@@ -354,12 +354,14 @@ def run_workflow(
             outcome = _run_stages(run, plans, work_dir, sandbox, timeout, on_event, timings)
         finally:
             if triton_started is not None:
+                # Stop first, report after: the display may be gone (a closed pipe, Ctrl-C).
                 t0 = time.monotonic()
                 from clara_wf import triton_local
 
-                on_event(Info("stopping the local Triton started for this run"))
                 triton_local.stop(state_dir)
                 timings["teardown_s"] = time.monotonic() - t0
+                with contextlib.suppress(Exception):
+                    on_event(Info(f"stopped the local Triton started for this run ({timings['teardown_s']:.1f} s)"))
         timings["total_s"] = time.monotonic() - started
         outcome.timings = timings
         return outcome
