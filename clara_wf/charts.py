@@ -31,7 +31,12 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from clara_wf.errors import InputError
 from clara_wf.project import TEMPLATE_STAGE, Project
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def is_dns_label(name: str, max_length: int = 63) -> bool:
+    """Lower-case letters, digits and '-', alphanumeric at both ends (container, release names)."""
+    return len(name) <= max_length and _DNS_LABEL.fullmatch(name) is not None
 TMP_PREFIX = ".tmp-"  # ignored by list_stages and by .helmignore
 
 
@@ -47,7 +52,7 @@ def check_stage_name(name: str) -> None:
     """A stage name becomes a container name: it must be a DNS-1123 label."""
     if name == TEMPLATE_STAGE:
         raise InputError("'template' is the folder new stages are copied from; choose another stage name")
-    if len(name) > 63 or not _DNS_LABEL.match(name):
+    if not is_dns_label(name):
         raise InputError(
             f"invalid stage name {name!r}: use lower-case letters, digits and '-', "
             "start and end with a letter or digit, at most 63 characters (it becomes a container name)"
@@ -86,10 +91,15 @@ def _yaml_error(path: Path, err) -> InputError:
 
 
 def _read_text(path: Path) -> str:
+    """The file's text with its own line endings (CRLF stays CRLF)."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise InputError(f"{path} is missing") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a file") from None
+    except PermissionError:
+        raise InputError(f"{path} cannot be read: permission denied") from None
     except UnicodeDecodeError:
         raise InputError(f"{path} is not UTF-8 text") from None
 
@@ -127,8 +137,15 @@ def _compose(path: Path, text: str):
 
 
 def _node_keys(node) -> List[Tuple[str, int, int]]:
-    """(key, line, column) of a mapping node's keys, in file order."""
-    return [(str(k.value), k.start_mark.line, k.start_mark.column) for k, _ in node.value]
+    """(key, line, column) of a mapping node's keys, in file order; a repeated key is refused
+    (YAML forbids it, and which of the two an edit should touch would be a guess)."""
+    keys = [(str(k.value), k.start_mark.line, k.start_mark.column) for k, _ in node.value]
+    seen = {}
+    for key, line, _ in keys:
+        if key in seen:
+            raise InputError(f"duplicate key {key!r} on lines {seen[key] + 1} and {line + 1}: remove one of them")
+        seen[key] = line
+    return keys
 
 
 def _child(node, key: str):
@@ -154,11 +171,15 @@ def mapping_region(path: Path, root, lines: List[str], key: str) -> MappingRegio
     """
     from ruamel.yaml.nodes import MappingNode, ScalarNode
 
-    top = _node_keys(root) if root is not None else []
+    try:
+        top = _node_keys(root) if root is not None else []
+        node = _child(root, key) if root is not None else None
+        children = _node_keys(node) if isinstance(node, MappingNode) else []
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
     names = [k for k, _, _ in top]
     if key not in names:
         raise InputError(f"{path} has no top-level '{key}:' mapping")
-    node = _child(root, key)
     is_null = isinstance(node, ScalarNode) and node.tag.endswith(":null")
     if not is_null and not isinstance(node, MappingNode):
         raise InputError(f"{path}: '{key}' must be a mapping")
@@ -173,7 +194,6 @@ def mapping_region(path: Path, root, lines: List[str], key: str) -> MappingRegio
     # Blank lines and unindented comments just before the next top-level key belong to it.
     while end > key_line + 1 and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
         end -= 1
-    children = _node_keys(node) if isinstance(node, MappingNode) else []
     indent = children[0][2] if children else 2
     return MappingRegion(key_line=key_line, first=key_line + 1, end=end, indent=indent, children=children)
 
@@ -332,9 +352,13 @@ def create_stage(project: Project, name: str) -> StageChange:
         if _marker_span(lines, name):
             raise InputError(f"{values_file} already has a {begin_marker(name)} block")
 
-        block = _stage_values_block(project, name, region.indent)
+        newline = "\r\n" if "\r\n" in text else "\n"
+        block = [line[:-1] + newline if line.endswith("\n") else line
+                 for line in _stage_values_block(project, name, region.indent)]
         if region.end > 0 and not lines[region.end - 1].endswith("\n"):
-            lines[region.end - 1] += "\n"
+            # No final newline: the block goes after a new one and keeps the file ending without.
+            lines[region.end - 1] += newline
+            block[-1] = block[-1].rstrip("\r\n")
         new_text = "".join(lines[: region.end] + block + lines[region.end:])
         if name not in _stage_names_in(values_file, new_text):
             raise InputError(f"{values_file}: the new block did not land under stages: (check its indentation)")
@@ -364,6 +388,8 @@ def create_stage(project: Project, name: str) -> StageChange:
 def delete_stage(project: Project, name: str, force: bool = False) -> StageChange:
     if name == TEMPLATE_STAGE:
         raise InputError("'template' is the folder new stages are copied from; it cannot be deleted")
+    if not is_dns_label(name):
+        raise InputError(f"no stage {name!r}: stage names are DNS-1123 labels (lower-case letters, digits, '-')")
     target = project.stages_dir / name
     values_file = project.values_file
 
@@ -387,8 +413,11 @@ def delete_stage(project: Project, name: str, force: bool = False) -> StageChang
         new_text = text
         if has_values:
             region, _ = _stages_region_of(values_file, root, lines)
-            span = _marker_span(lines, name) or child_span(region, lines, name)
-            new_text = "".join(lines[: span.start] + lines[span.stop:])
+            span = _marker_span(lines, name) or child_span(region, lines, name, own_comments=True)
+            kept = lines[: span.start] + lines[span.stop:]
+            if span.stop == len(lines) and not lines[-1].endswith("\n") and kept:
+                kept[-1] = kept[-1].rstrip("\r\n")  # the file ended without a newline: so it does again
+            new_text = "".join(kept)
             if name in _stage_names_in(values_file, new_text):
                 raise InputError(f"{values_file}: could not isolate the values of stage {name!r}; remove them by hand")
 

@@ -34,6 +34,8 @@ Command List
     install_trtis                                 : Deploy TRTIS service
     uninstall_trtis                               : Delete TRTIS service
     set_ngc_api_key | setkey                      : Reset NGC API key
+    import [pipeline.yaml]                        : Import a Clara pipeline definition as stages + a workflow
+    graph [workflow id]                           : Draw a workflow's stages (text, dot, mermaid, svg)
 
 Options: --chart-dir DIR (or {CHART_DIR_ENV}), --verbose, --version.
 `clara-wf COMMAND --help` describes a command."""
@@ -41,7 +43,7 @@ Options: --chart-dir DIR (or {CHART_DIR_ENV}), --verbose, --version.
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Define, test and deploy Clara Deploy workflows (multi-stage medical-imaging AI pipelines) as Helm charts.",
 )
@@ -168,11 +170,20 @@ def test_workflow(
     state = _state(ctx)
     project = state.project()
     wf.check_release_name(release)
+    if sandbox not in ("auto", "bwrap", "none"):
+        raise InputError(f"unknown sandbox {sandbox!r}: choose one of auto, bwrap, none")
+    if timeout <= 0:
+        raise InputError(f"--timeout must be a number of seconds > 0, not {timeout:g}")
     run = wf.plan_run(project, workflow_id, job_id, trtis_uri=trtis_uri or wf.DEFAULT_TRTIS_URI)
     if dry_run:
         from clara_wf import rendering
 
-        shown = rendering.dry_run(run, release=release, namespace=namespace)
+        if run.needs_triton and not trtis_uri and engine != "local":
+            from clara_wf.kube_engine import trtis_uri as cluster_trtis_uri
+
+            run.trtis_uri = cluster_trtis_uri("trtis", namespace)  # what the Kubernetes engine passes
+        shown = rendering.dry_run(run, release=release, namespace=namespace, timeout=timeout,
+                                  kube_context=kube_context)
         echo("# " + shown.command)
         echo(shown.manifests)
         return
@@ -203,7 +214,8 @@ def test_workflow(
                 Helm(), project.chart_dir, release=release, namespace=namespace, kube_context=kube_context,
                 set_string=run.set_string(), timeout=timeout, keep=keep, on_event=display,
                 ngc_key=os.environ.get("NGC_API_KEY"), stages=run.stages,
-                trtis_release=None if trtis_uri else "trtis", trtis_chart=project.trtis_chart_dir,
+                trtis_release="trtis" if run.needs_triton and not trtis_uri else None,
+                trtis_chart=project.trtis_chart_dir,
             )
         finally:
             display.close()
@@ -220,9 +232,8 @@ def _finish(run, outcome) -> None:
     from clara_wf.display import output_listing
     from clara_wf.errors import WorkflowFailed
 
-    last = run.stages[-1]
-    output_dir = run.job_dir / last / "output"
-    echo(output_listing(output_dir))
+    for output_dir in run.output_folders():
+        echo(output_listing(output_dir))
     if not outcome.succeeded:
         raise WorkflowFailed(outcome.message)
     echo(f"Job '{run.job_name}' ({run.job_id}) executed: workflow '{run.workflow_id}' succeeded")
@@ -381,12 +392,28 @@ def graph_workflow(
 # --- entry point ------------------------------------------------------------------------
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM / SIGHUP: stop like Ctrl-C, so every stage and a Triton we started are stopped."""
+
+
+_signal_received: List[int] = []
+
+
+def _stop_on(signum, frame) -> None:
+    _signal_received.append(signum)
+    raise _Terminated(signum)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    import signal
+
     from click import exceptions as click_errors
 
     cli = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
-    verbose = "--verbose" in args or "-v" in args
+    verbose = any(a in ("--verbose", "-v") for a in args[: args.index("--") if "--" in args else len(args)])
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on)
     try:
         code = cli.main(args=args, prog_name="clara-wf", standalone_mode=False)
     except ClaraWfError as err:
@@ -405,15 +432,20 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(err.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         print("clara-wf: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + _signal_received[0] if _signal_received else 130)
+    except OSError as err:  # the file system said no (permissions, a full disk, ...): not a bug of ours
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"clara-wf: {where}{err.strerror or err}", file=sys.stderr)
+        sys.exit(1)
     except Exception as err:  # a bug of ours: still one line, the traceback on request
         if verbose:
             raise
         print(f"clara-wf: internal error: {type(err).__name__}: {err} (run with --verbose for the traceback)",
               file=sys.stderr)
         sys.exit(1)
-    if code == 130:  # typer turns Ctrl-C into exit 130 before we see it
+    if code == 130:  # typer turns Ctrl-C (and our SIGTERM/SIGHUP) into exit 130 before we see it
         print("clara-wf: interrupted", file=sys.stderr)
+        code = 128 + _signal_received[0] if _signal_received else 130
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -47,7 +47,6 @@ from clara_wf.workflow import WorkflowRun
 SANDBOXES = ("auto", "bwrap", "none")
 STOP_GRACE_S = 5.0
 POLL_S = 0.01
-TRITON_SERVICE = "trtis"
 PYTHON_NAMES = {"python", "python3"}
 RUNNER_MODULE = "clara_wf.runner"
 # Where clara_wf can be imported from without site-packages (for `python -S -m clara_wf.runner`).
@@ -276,10 +275,6 @@ def _terminate(procs: Dict[str, subprocess.Popen], grace: float = STOP_GRACE_S) 
             proc.wait()
 
 
-def _needs_triton(run: WorkflowRun) -> bool:
-    return any(TRITON_SERVICE in (run.values.get(s, {}).get("services") or []) for s in run.stages)
-
-
 def _payload_inputs(run: WorkflowRun, plans: List[StagePlan], pod: dict) -> List[Path]:
     """Host folders the job's payload must provide: the first stage's input (seed form),
     and every input named ``payload`` in a stage's NVIDIA_CLARA_INPUTPATHS (DAG form)."""
@@ -327,7 +322,7 @@ def run_workflow(
 
         triton_started = None
         try:
-            if _needs_triton(run):
+            if run.needs_triton:
                 t0 = time.monotonic()
                 from clara_wf import triton_local
 
@@ -341,7 +336,9 @@ def run_workflow(
                         progress=lambda message: on_event(Info(message)),
                     )
                     if not instance.already_running:
-                        triton_started = instance
+                        _AUTO_TRITON(state_dir).write_text(str(os.getpid()))
+                    if _AUTO_TRITON(state_dir).exists():
+                        triton_started = instance  # started for runs: the last run using it stops it
                     on_event(Info(f"Triton {'already running' if instance.already_running else 'started'} at {instance.uri}"))
                     run.trtis_uri = instance.uri
                 timings["triton_start_s"] = time.monotonic() - t0
@@ -354,17 +351,48 @@ def run_workflow(
             outcome = _run_stages(run, plans, work_dir, sandbox, timeout, on_event, timings)
         finally:
             if triton_started is not None:
-                # Stop first, report after: the display may be gone (a closed pipe, Ctrl-C).
-                t0 = time.monotonic()
-                from clara_wf import triton_local
-
-                triton_local.stop(state_dir)
-                timings["teardown_s"] = time.monotonic() - t0
-                with contextlib.suppress(Exception):
-                    on_event(Info(f"stopped the local Triton started for this run ({timings['teardown_s']:.1f} s)"))
+                _release_triton(state_dir, run.job_id, on_event, timings)
         timings["total_s"] = time.monotonic() - started
         outcome.timings = timings
         return outcome
+
+
+def _AUTO_TRITON(state_dir: Path) -> Path:
+    """Present while the local Triton was started by a `test` run (not by install_trtis --local)."""
+    return state_dir / "triton.auto"
+
+
+def _other_runs_active(state_dir: Path, job_id: str) -> bool:
+    """Does another `clara-wf test` hold its job lock right now?"""
+    for lock in (state_dir / "jobs").glob("*.lock"):
+        if lock.stem == job_id:
+            continue
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+    return False
+
+
+def _release_triton(state_dir: Path, job_id: str, on_event: EventSink, timings: Dict[str, object]) -> None:
+    """Stop the Triton that runs started, unless another run still uses it (it stops it then)."""
+    from clara_wf import triton_local
+
+    if _other_runs_active(state_dir, job_id):
+        with contextlib.suppress(Exception):
+            on_event(Info("leaving the local Triton running: another run still uses it"))
+        return
+    # Stop first, report after: the display may be gone (a closed pipe, Ctrl-C).
+    t0 = time.monotonic()
+    triton_local.stop(state_dir)
+    with contextlib.suppress(FileNotFoundError):
+        _AUTO_TRITON(state_dir).unlink()
+    timings["teardown_s"] = time.monotonic() - t0
+    with contextlib.suppress(Exception):
+        on_event(Info(f"stopped the local Triton started for the runs ({timings['teardown_s']:.1f} s)"))
 
 
 def _prepare_folders(plans: List[StagePlan], work_dir: Path, sandbox: str) -> None:

@@ -52,7 +52,6 @@ DEFAULT_OUTPUT_NAME = "output"  # an operator's single unnamed output
 TRTIS_SERVICE_NAMES = ("trtis", "triton")
 TRTIS_URI_VARIABLE = "NVIDIA_CLARA_TRTISURI"
 PROVENANCE = "# clara-wf import: pipeline "
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _PLACEHOLDER = re.compile(r"\$\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
 _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
 
@@ -235,7 +234,7 @@ def _api_version(path: Path, data: dict, note: Callback, warn: Callback) -> str:
 
 def _label(value, what: str) -> str:
     name = str(value) if value is not None else ""
-    if not name or len(name) > 63 or not _DNS_LABEL.match(name) or name == TEMPLATE_STAGE:
+    if not name or not charts.is_dns_label(name) or name == TEMPLATE_STAGE:
         extra = " ('template' is the folder stages are copied from)" if name == TEMPLATE_STAGE else ""
         raise InputError(
             f"{what} {name!r} is not usable as a stage name: use lower-case letters, digits and '-', "
@@ -258,7 +257,7 @@ def _abs_path(value, where: str) -> str:
 
 def _name_text(value, where: str) -> str:
     text = _scalar_text(value).strip()
-    if not text or not re.match(r"^[A-Za-z0-9_-]+$", text):
+    if not text or not re.fullmatch(r"[A-Za-z0-9_-]+", text):
         raise InputError(f"{where}: name {text!r} may only hold letters, digits, '-' and '_'")
     return text
 
@@ -307,7 +306,7 @@ def _operator(raw, index: int, version: str, path: Path, warn: Callback, note: C
     variables: Dict[str, str] = {}
     for key, value in variables_raw.items():
         key = str(key)
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise InputError(f"{_where(name)}: variable name {key!r} is not a valid environment variable name")
         if key in CHART_VARIABLES:
             warn(f"{_where(name)}: variable {key} is set by the chart itself; the pipeline's value is dropped")
@@ -751,7 +750,7 @@ def plan_import(
 
     pipeline = read_pipeline(pipeline_path, params, warn=_warn, note=_note)
     if workflow_id is None:
-        if not _DNS_LABEL.match(pipeline.name) or len(pipeline.name) > 63:
+        if not charts.is_dns_label(pipeline.name):
             raise InputError(f"pipeline name {pipeline.name!r} is not a DNS-1123 label, so it cannot be the "
                              "workflow id: pass --workflow-id ID (lower-case letters, digits and '-')")
         workflow_id = pipeline.name

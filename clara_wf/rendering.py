@@ -16,15 +16,20 @@ class DryRun:
     manifests: str  # what helm rendered
 
 
-def dry_run(run: WorkflowRun, *, release: str, namespace: str, helm: Optional[Helm] = None) -> DryRun:
+def dry_run(run: WorkflowRun, *, release: str, namespace: str, timeout: float = 600,
+            kube_context: Optional[str] = None, helm: Optional[Helm] = None) -> DryRun:
     """The exact ``helm install`` line and the manifests, without touching a cluster.
 
     Helm 4 renders through ``helm install --dry-run=client`` (offline); Helm 3 needs a
     cluster for that, so it renders with ``helm template``.
     """
+    import math
+
     helm = helm or Helm()
     args = dict(namespace=namespace, set_string=run.set_string())
-    command = format_command(helm.install_command(release, run.project.chart_dir, **args))
+    # The same flags as the Kubernetes engine's install (kube_engine._helm_timeout).
+    command = format_command(helm.install_command(release, run.project.chart_dir, kube_context=kube_context,
+                                                  timeout=f"{max(1, int(math.ceil(timeout)))}s", **args))
     if helm.major >= 4:
         from clara_wf import external
 

@@ -26,17 +26,16 @@ DEFAULT_RELEASE = "test-wf"
 DEFAULT_TRTIS_URI = "localhost:8000"
 ENGINES = ("auto", "local", "kubernetes")
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_RELEASE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def check_job_id(job_id: str) -> None:
-    if not _UUID.match(job_id):
+    if not _UUID.fullmatch(job_id):
         raise InputError(f"job id {job_id!r} is not a UUID (e.g. {DEFAULT_JOB}); Clara names payloads by job UUID")
 
 
 def check_release_name(release: str) -> None:
-    if len(release) > 53 or not _RELEASE.match(release):
+    if not charts.is_dns_label(release, max_length=53):
         raise InputError(
             f"invalid release name {release!r}: lower-case letters, digits and '-', at most 53 characters"
         )
@@ -54,6 +53,31 @@ class WorkflowRun:
     job_dir: Path
     trtis_uri: str
     values: Dict[str, dict] = field(default_factory=dict)  # stages.<name> values, as parsed
+    definition: dict = field(default_factory=dict)  # workflows.<id>, as parsed
+
+    @property
+    def needs_triton(self) -> bool:
+        """A stage lists the trtis service (stages.<name>.services)."""
+        return any("trtis" in (self.values.get(s, {}).get("services") or []) for s in self.stages)
+
+    def output_folders(self) -> List[Path]:
+        """Where the workflow's results land: the outputs nothing else reads (DAG form), or
+        the last stage's output folder (seed form)."""
+        io = self.definition.get("io") or {}
+        if io:
+            read = {(src.get("from"), src.get("name")) for spec in io.values() if isinstance(spec, dict)
+                    for src in (spec.get("inputs") or []) if isinstance(src, dict) and src.get("from")}
+            read_any = {origin for origin, name in read if not name}
+            folders = []
+            for stage in self.stages:
+                for out in ((io.get(stage) or {}).get("outputs") or []):
+                    if (stage, out.get("name")) not in read and stage not in read_any:
+                        folders.append(self.job_dir / stage / str(out.get("name")))
+            if folders:
+                return folders
+        io_folders = self.definition.get("ioFolders") or []
+        last = io_folders[-1] if len(io_folders) == len(self.stages) + 1 else f"{self.stages[-1]}/output"
+        return [self.job_dir / str(last)]
 
     @property
     def payloads_host_path(self) -> Path:
@@ -92,9 +116,19 @@ def validate_dag(workflow_id: str, definition: dict, lock_names: Dict[str, str])
     io = definition.get("io") or {}
     if not isinstance(io, dict):
         raise InputError(f"{wf}: io must map stage names to their inputs and outputs")
-    for stage in io:
+    for stage, spec in io.items():
         if stage not in seen:
             raise InputError(f"{wf}: io names stage {stage!r}, which is not in its stages")
+        if not isinstance(spec, dict):
+            raise InputError(f"{wf}: io.{stage} must be a mapping with inputs and outputs lists")
+        for key in ("inputs", "outputs"):
+            entries = spec.get(key) or []
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise InputError(f"{wf}: io.{stage}.{key} must be a list of mappings (path, name, from)")
+            for entry in entries:
+                for field_name in ("from", "name", "path"):
+                    if field_name in entry and not isinstance(entry[field_name], (str, type(None))):
+                        raise InputError(f"{wf}: io.{stage}.{key}: {field_name} must be a string")
     outputs: Dict[str, List[str]] = {}
     for stage in stages:
         names: List[str] = []
@@ -193,6 +227,8 @@ def plan_run(
                 f"workflow {workflow_id!r} uses stage {name!r}, which has no values under stages: "
                 f"in {project.values_file}"
             )
+        if not isinstance(stage_values[name], dict):
+            raise InputError(f"stages.{name} in {project.values_file} must be a mapping of the stage's values")
 
     validate_dag(workflow_id, definition,
                  {name: str(stage_values[name].get("lockName", f"{name}.lock")) for name in stages})
@@ -212,6 +248,7 @@ def plan_run(
         job_dir=job_dir,
         trtis_uri=trtis_uri,
         values={name: dict(stage_values[name]) for name in stages},
+        definition=dict(definition),
     )
 
 

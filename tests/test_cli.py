@@ -66,13 +66,25 @@ def test_dry_run_prints_the_exact_helm_install_and_the_manifests(project):
         f"workflow.payloads.hostPath={str(project / 'test-data').replace('.', chr(92) + '.')}",
         f"job.id={JOB}",
         "job.name=Test Job",
-        "trtisUri=localhost:8000",
+        "trtisUri=trtis\\.default:8000",  # ai-vnet needs Triton: the Kubernetes engine installs trtis
         "dicomAdapter.input=",
         "dicomAdapter.output=",
     ]
     assert "--wait" in first
+    assert argv[argv.index("--timeout") + 1] == "1800s"
     assert "kind: Job" in rest and "kind: PersistentVolume" in rest
     assert f"path: \"{project / 'test-data' / JOB}\"" in rest
+
+
+@pytest.mark.helm
+def test_dry_run_line_carries_the_kube_context_timeout_and_given_triton(project):
+    result = run_cli("test", "--dry-run", "--kube-context", "gpu-lab", "--timeout", "60",
+                     "--trtis-uri", "10.0.0.5:8000", cwd=project)
+    assert result.returncode == 0, result.stderr
+    argv = shlex.split(result.stdout.split("\n", 1)[0].lstrip("# "))
+    assert argv[argv.index("--kube-context") + 1] == "gpu-lab"
+    assert argv[argv.index("--timeout") + 1] == "60s"
+    assert "trtisUri=10\\.0\\.0\\.5:8000" in argv  # dots escaped for --set-string
 
 
 @pytest.mark.helm

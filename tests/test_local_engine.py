@@ -141,6 +141,34 @@ def test_ctrl_c_stops_every_stage_process(project):
     assert json.loads((payload(project) / "run.json").read_text())["interrupted"] is True
 
 
+def test_sigterm_stops_every_stage_process_like_ctrl_c(project):
+    marker = f"clara-wf-sigterm-check-{os.getpid()}"
+    add_workflow(project, "long", {"one": python_stage(f"import time; time.sleep(120)  # {marker}")})
+    (payload(project) / "one" / "input").mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-m", "clara_wf", "test", "long", "--engine", "local", "--sandbox", "none"],
+                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _count(marker) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines()[-1] == "clara-wf: interrupted"
+    time.sleep(0.2)
+    assert _count(marker) == 0
+
+
+def test_a_triton_started_for_runs_stays_while_another_run_holds_its_job(tmp_path):
+    """Run A must not stop the Triton that run B (another job) still uses."""
+    from clara_wf import local_engine
+
+    state = tmp_path / "state"
+    with local_engine.job_lock(state, "11111111-1111-1111-1111-111111111111"):
+        assert local_engine._other_runs_active(state, "22222222-2222-2222-2222-222222222222")
+        assert not local_engine._other_runs_active(state, "11111111-1111-1111-1111-111111111111")
+    assert not local_engine._other_runs_active(state, "22222222-2222-2222-2222-222222222222")
+
+
 def _count(marker: str) -> int:
     out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
     return len(out.split())
@@ -206,6 +234,7 @@ def test_dag_branches_run_in_parallel_and_fan_in(project, sandbox):
     (payload(project) / "input" / "scan.txt").write_text("ct")
     result = run_cli("test", "fan", "--engine", "local", "--sandbox", sandbox, cwd=project)
     assert result.returncode == 0, result.stderr
+    assert f"ls -al {payload(project) / 'merger' / 'merged'}" in result.stdout  # the workflow's result
     merged = (payload(project) / "merger" / "merged" / "out.txt").read_text()
     assert merged == "merger(out.txt=seg-a(out.txt=reader(scan.txt=ct)),out.txt=seg-b(out.txt=reader(scan.txt=ct)))"
     record = {s["stage"]: s for s in json.loads((payload(project) / "run.json").read_text())["stages"]}

@@ -194,3 +194,52 @@ def test_check_stage_name_accepts_dns_labels():
         charts.check_stage_name(good)
     with pytest.raises(InputError):
         charts.check_stage_name("a.b")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "ai-vnet/", "../charts"])
+def test_ds_refuses_names_that_are_not_stage_names(project, name):
+    before = tree_digest(project)
+    assert_one_line_error(run_cli("ds", "--", name, cwd=project), 2, "stage names are DNS-1123 labels")
+    assert tree_digest(project) == before
+
+
+@pytest.mark.parametrize("name", ["foo\n", "foo\r"])
+def test_cs_refuses_a_name_with_a_trailing_line_break(project, name):
+    before = tree_digest(project)
+    assert_one_line_error(run_cli("cs", name, cwd=project), 2, "invalid stage name")
+    assert tree_digest(project) == before
+
+
+def test_cs_ds_round_trip_keeps_crlf_line_endings(project):
+    values = project / VALUES
+    crlf = values.read_bytes().replace(b"\n", b"\r\n")
+    values.write_bytes(crlf)
+    assert run_cli("cs", "zz", cwd=project).returncode == 0
+    edited = values.read_bytes()
+    assert edited.count(b"\n") == edited.count(b"\r\n")  # the new block uses the file's line ending
+    assert run_cli("ds", "zz", cwd=project).returncode == 0
+    assert values.read_bytes() == crlf
+
+
+def test_cs_ds_round_trip_keeps_a_missing_final_newline(project):
+    values = project / VALUES
+    text = values.read_bytes().rstrip(b"\n")
+    values.write_bytes(text)
+    assert run_cli("cs", "zz", cwd=project).returncode == 0
+    assert run_cli("ds", "zz", cwd=project).returncode == 0
+    assert values.read_bytes() == text
+
+
+def test_duplicate_keys_are_refused_before_any_edit(project):
+    values = project / VALUES
+    values.write_text(values.read_text() + 'runSimple: "TRUE"\n')
+    before = tree_digest(project)
+    assert_one_line_error(run_cli("cs", "zz", cwd=project), 2, "duplicate key 'runSimple'")
+    assert tree_digest(project) == before
+
+
+def test_unreadable_values_is_one_clear_line(project):
+    values = project / VALUES
+    values.unlink()
+    values.mkdir()
+    assert_one_line_error(run_cli("cs", "zz", cwd=project), 2, "is a folder, not a file")
