@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -242,6 +243,8 @@ def _is_tritonserver(pid: int) -> bool:
 
 def _port_free(port: int, address: str) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As a server binds: a port in TIME_WAIT after the last Triton stopped is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((address, port))
         except OSError:
@@ -469,8 +472,8 @@ def start(
         shm_prefix = f"clara_wf_{uuid.uuid4().hex[:8]}_"
         command = [
             str(dist.binary),
-            f"--model-repository={repo}",
-            f"--backend-directory={backends}",
+            f"--model-repository={_shell_safe(repo)}",
+            f"--backend-directory={_shell_safe(backends)}",
             f"--http-address={address}",
             f"--grpc-address={address}",
             f"--metrics-address={address}",
@@ -551,6 +554,33 @@ def stop(state_dir: Path, *, grace: float = STOP_GRACE_SECONDS) -> bool:
 
 
 # --------------------------------------------------------------------------- internals
+
+
+_SHELL_SAFE = re.compile(r"[A-Za-z0-9_./+-]+")
+
+
+def _shell_safe(path: Path) -> Path:
+    """The same folder by a path without spaces or quotes.
+
+    tritonserver starts the python backend's stub through a shell with these paths
+    unquoted, so a project in "/home/me/my scans" fails with a bare "bash: ... Is a
+    directory" in its log. A link under /tmp/clara-wf-<uid>/ names the folder safely.
+    """
+    if _SHELL_SAFE.fullmatch(str(path)):
+        return path
+    import hashlib
+    import tempfile
+
+    links = Path(tempfile.gettempdir()) / f"clara-wf-{os.getuid()}"
+    links.mkdir(mode=0o700, exist_ok=True)
+    link = links / hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    if not (link.is_symlink() and Path(os.readlink(link)) == path):
+        tmp = links / f".{link.name}.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(path, target_is_directory=True)
+        os.replace(tmp, link)
+    return link
 
 
 def _prepare_backends(state_dir: Path, dist: TritonDistribution) -> Path:

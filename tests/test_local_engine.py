@@ -182,7 +182,7 @@ def test_default_workflow_end_to_end_with_real_triton(tmp_path):
     sys.path.insert(0, str(REPO / "tools"))
     from make_phantom import dice_report
 
-    project = tmp_path / "demo"
+    project = tmp_path / "demo with space"  # tritonserver's stub start once broke on such paths
     shutil.copytree(REPO / "charts", project / "charts")
     shutil.copytree(REPO / "apps", project / "apps")
     shutil.copytree(REPO / "test-data" / "models", project / "test-data" / "models")
