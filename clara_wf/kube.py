@@ -149,10 +149,17 @@ def load_configuration(kube_context: Optional[str] = None, *, kubeconfig: Option
     except ConfigException as exc:
         where = f"context {kube_context!r} in {path}" if kube_context else path
         raise ClusterError(f"cannot use the Kubernetes configuration ({where}): {_one_line(str(exc))}") from None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, _yaml_error()) as exc:
         # a malformed kubeconfig can make the loader fail in many shapes
         raise ClusterError(f"cannot read the Kubernetes configuration {path}: {_one_line(str(exc)) or type(exc).__name__}") from None
     return cfg
+
+
+def _yaml_error() -> type:
+    """PyYAML's base error (the kubeconfig loader parses with it); a kubeconfig that is not YAML."""
+    import yaml
+
+    return yaml.YAMLError
 
 
 def load_api_client(kube_context: Optional[str] = None, *, kubeconfig: Optional[str] = None, retries: Any = None) -> Any:

@@ -446,6 +446,10 @@ def _run_stages(run, plans, work_dir, sandbox, timeout, on_event, timings) -> Jo
     except BaseException:
         _terminate(procs)
         _drain(logs, on_event)
+        for name, record in records.items():
+            if record.state not in (DONE, FAILED):
+                record.state, record.status, record.ended = "stopped", "interrupted", time.time()
+                record.exit_code = procs[name].returncode if name in procs else None
         _write_run_record(run, plans, records, interrupted=True)
         raise
     _drain(logs, on_event)

@@ -138,7 +138,9 @@ def test_ctrl_c_stops_every_stage_process(project):
     assert "clara-wf: interrupted" in err
     time.sleep(0.2)
     assert _count(marker) == 0
-    assert json.loads((payload(project) / "run.json").read_text())["interrupted"] is True
+    record = json.loads((payload(project) / "run.json").read_text())
+    assert record["interrupted"] is True
+    assert {s["state"] for s in record["stages"]} == {"stopped"}
 
 
 def test_sigterm_stops_every_stage_process_like_ctrl_c(project):
