@@ -19,12 +19,12 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from clara_wf.errors import ClaraWfError, ClusterError, InputError
 from clara_wf.events import Event, Info, JobOutcome, StageUpdate, ignore
+from clara_wf.workflow import DEFAULT_JOB_NAME, workflow_set_string  # the seed's run-time values
 
 DEFAULT_TRTIS_RELEASE = "trtis"
 WORKFLOW_CHART_NAME = "clara-workflow"
 TRTIS_CHART_NAME = "trtis"
 TRTIS_HTTP_PORT = 8000
-DEFAULT_JOB_NAME = "Test Job"
 
 __all__ = [
     "JobOutcome",
@@ -76,31 +76,6 @@ def trtis_service_name(release: str = DEFAULT_TRTIS_RELEASE) -> str:
 def trtis_uri(release: str = DEFAULT_TRTIS_RELEASE, namespace: str = "default") -> str:
     """What ``test`` passes as ``trtisUri``: ``<service>.<namespace>:8000``."""
     return f"{trtis_service_name(release)}.{namespace}:{TRTIS_HTTP_PORT}"
-
-
-def workflow_set_string(
-    *,
-    workflow_id: str,
-    job_id: str,
-    payloads_host_path: Path,
-    trtis_uri: str,
-    job_name: str = DEFAULT_JOB_NAME,
-    run_simple: bool = True,
-) -> Dict[str, str]:
-    """The run-time values of the seed's ``helm install --set-string`` call, in its order.
-
-    Values are plain strings; escaping for ``--set-string`` is helm.py's job.
-    """
-    return {
-        "runSimple": "TRUE" if run_simple else "FALSE",
-        "workflow.id": workflow_id,
-        "workflow.payloads.hostPath": str(Path(payloads_host_path).absolute()),
-        "job.id": job_id,
-        "job.name": job_name,
-        "trtisUri": trtis_uri,
-        "dicomAdapter.input": "",
-        "dicomAdapter.output": "",
-    }
 
 
 def _helm_timeout(seconds: float) -> str:

@@ -41,6 +41,31 @@ def check_release_name(release: str) -> None:
         )
 
 
+def workflow_set_string(
+    *,
+    workflow_id: str,
+    job_id: str,
+    payloads_host_path: Path,
+    trtis_uri: str,
+    job_name: str = DEFAULT_JOB_NAME,
+    run_simple: bool = True,
+) -> Dict[str, str]:
+    """The run-time values of the seed's ``helm install --set-string`` call, in its order.
+
+    Values are plain strings; escaping for ``--set-string`` is helm.py's job.
+    """
+    return {
+        "runSimple": "TRUE" if run_simple else "FALSE",
+        "workflow.id": workflow_id,
+        "workflow.payloads.hostPath": str(Path(payloads_host_path).absolute()),
+        "job.id": job_id,
+        "job.name": job_name,
+        "trtisUri": trtis_uri,
+        "dicomAdapter.input": "",
+        "dicomAdapter.output": "",
+    }
+
+
 @dataclass
 class WorkflowRun:
     """A checked workflow run: what to render and with which values."""
@@ -85,16 +110,9 @@ class WorkflowRun:
 
     def set_string(self) -> Dict[str, str]:
         """The run-time values, exactly as the original ``clara-wf test`` passes them."""
-        return {
-            "runSimple": "TRUE",
-            "workflow.id": self.workflow_id,
-            "workflow.payloads.hostPath": str(self.payloads_host_path),
-            "job.id": self.job_id,
-            "job.name": self.job_name,
-            "trtisUri": self.trtis_uri,
-            "dicomAdapter.input": "",
-            "dicomAdapter.output": "",
-        }
+        return workflow_set_string(workflow_id=self.workflow_id, job_id=self.job_id,
+                                   payloads_host_path=self.payloads_host_path, trtis_uri=self.trtis_uri,
+                                   job_name=self.job_name)
 
 
 def validate_dag(workflow_id: str, definition: dict, lock_names: Dict[str, str]) -> Dict[str, List[str]]:
