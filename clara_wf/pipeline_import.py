@@ -141,10 +141,7 @@ def _read_document(path: Path) -> Tuple[dict, str]:
     try:
         data = YAML(typ="safe", pure=True).load(text)
     except YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise InputError(f"{path} is not valid YAML{where}: {problem}") from None
+        raise charts._yaml_error(path, err) from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: a pipeline definition is a YAML mapping (api-version, name, operators)")
     return data, text
