@@ -336,8 +336,8 @@ def run_workflow(
                         progress=lambda message: on_event(Info(message)),
                     )
                     if not instance.already_running:
-                        _AUTO_TRITON(state_dir).write_text(str(os.getpid()))
-                    if _AUTO_TRITON(state_dir).exists():
+                        _auto_triton_marker(state_dir).write_text(str(os.getpid()))
+                    if _auto_triton_marker(state_dir).exists():
                         triton_started = instance  # started for runs: the last run using it stops it
                     on_event(Info(f"Triton {'already running' if instance.already_running else 'started'} at {instance.uri}"))
                     run.trtis_uri = instance.uri
@@ -357,7 +357,7 @@ def run_workflow(
         return outcome
 
 
-def _AUTO_TRITON(state_dir: Path) -> Path:
+def _auto_triton_marker(state_dir: Path) -> Path:
     """Present while the local Triton was started by a `test` run (not by install_trtis --local)."""
     return state_dir / "triton.auto"
 
@@ -389,7 +389,7 @@ def _release_triton(state_dir: Path, job_id: str, on_event: EventSink, timings: 
     t0 = time.monotonic()
     triton_local.stop(state_dir)
     with contextlib.suppress(FileNotFoundError):
-        _AUTO_TRITON(state_dir).unlink()
+        _auto_triton_marker(state_dir).unlink()
     timings["teardown_s"] = time.monotonic() - t0
     with contextlib.suppress(Exception):
         on_event(Info(f"stopped the local Triton started for the runs ({timings['teardown_s']:.1f} s)"))
