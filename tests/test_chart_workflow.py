@@ -199,3 +199,12 @@ def test_helm_lint_passes_strict():
     result = subprocess.run([helm_binary(), "lint", str(CHART), "--strict"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
+
+
+def test_run_timeout_and_retries_reach_the_runner_only_when_set():
+    (plain,) = job_containers(render_chart(set_string=RUN_VALUES))
+    assert not {"NVIDIA_CLARA_RUNTIMEOUT", "NVIDIA_CLARA_RETRIES", "NVIDIA_CLARA_RETRYBACKOFF"} & set(env_of(plain))
+    values = {"stages": {"ai-vnet": {"runTimeout": 600, "retries": 2, "retryBackoff": "1.5"}}}
+    (container,) = job_containers(render_chart(values=values, set_string=RUN_VALUES))
+    env = env_of(container)
+    assert (env["NVIDIA_CLARA_RUNTIMEOUT"], env["NVIDIA_CLARA_RETRIES"], env["NVIDIA_CLARA_RETRYBACKOFF"]) == ("600", "2", "1.5")

@@ -21,6 +21,7 @@ from clara_wf.runner import (
     EXIT_UPSTREAM_FAILED,
     WaitTarget,
 )
+from clara_wf.runner import procs
 from clara_wf.runner.wait import FAILED, READY, check
 from runner_helpers import PY, REPO, Run, clean_env, touch_program
 
@@ -147,10 +148,11 @@ def test_kill_9_of_upstream_runner_ends_downstream_at_its_timeout(run):
     assert not _ran(run, "b").exists()
     assert "timed out after 2 s waiting for a.lock; still missing: a.lock" in run.stderr("b")
     assert not (run.locks / "a.lock").exists() and not (run.locks / "a.lock.failed").exists()
-    # The program shares its runner's process group, so a launcher that kills the group
-    # leaves nothing behind.
-    assert _alive(child_pid) and os.getpgid(child_pid) == run.procs["a"].pid
-    os.killpg(run.procs["a"].pid, signal.SIGKILL)
+    # The program has its own process group in its runner's session, so a launcher that
+    # ends the session leaves nothing behind (the local engine does; a pod ends with PID 1).
+    assert _alive(child_pid) and os.getsid(child_pid) == run.procs["a"].pid
+    assert os.getpgid(child_pid) == child_pid
+    assert child_pid in procs.kill_session(run.procs["a"].pid)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and _alive(child_pid):
         time.sleep(0.05)

@@ -16,7 +16,9 @@ from clara_wf.runner.driver import Driver
 from clara_wf.runner.protocol import (
     EXIT_CONFIG,
     EXIT_LOCK_WRITE,
+    EXIT_LOCKDIR_GONE,
     EXIT_OK,
+    EXIT_RUN_TIMEOUT,
     EXIT_SIGNAL_BASE,
     EXIT_START_FAILED,
     EXIT_TIMEOUT,
@@ -46,6 +48,8 @@ __all__ = [
     "EXIT_UPSTREAM_FAILED",
     "EXIT_START_FAILED",
     "EXIT_LOCK_WRITE",
+    "EXIT_RUN_TIMEOUT",
+    "EXIT_LOCKDIR_GONE",
     "EXIT_SIGNAL_BASE",
     "FAILED_SUFFIX",
     "POLL_ENV",

@@ -39,7 +39,11 @@ class StageConfig(NamedTuple):
     input_lock: Optional[str]
     run_simple: bool
     no_sync: bool
-    timeout: float  # seconds; 0 = no limit
+    timeout: float  # seconds the wait may take; 0 = no limit
+    run_timeout: float  # seconds each attempt of the program may take; 0 = no limit
+    retries: int  # further attempts after a failed one
+    retry_backoff: float  # seconds before the first retry, doubled before each next one
+    stop_grace: float  # seconds between SIGTERM and SIGKILL when the runner stops the program
     log_name: Optional[str]
     app_dir: Optional[str]
     inputs: str
@@ -74,6 +78,11 @@ class StageConfig(NamedTuple):
         return targets
 
 
+DEFAULT_RETRY_BACKOFF_S = 1.0
+DEFAULT_STOP_GRACE_S = 3.0  # below a launcher's own grace (the local engine: 5 s), so the runner finishes its record
+MAX_RETRIES = 100
+
+
 def var(name: str) -> str:
     return ENV_PREFIX + name
 
@@ -86,6 +95,20 @@ def _flag(env: Mapping[str, str], name: str, problems: List[str]) -> bool:
         return True
     problems.append("%s must be TRUE or FALSE, got %r" % (var(name), value))
     return False
+
+
+def _seconds(env: Mapping[str, str], name: str, problems: List[str], default: float, meaning: str) -> float:
+    text = env.get(var(name), "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        problems.append("%s must be a number of seconds >= 0 (%s), got %r" % (var(name), meaning, text))
+        return default
+    return value
 
 
 def _absolute(env: Mapping[str, str], name: str, problems: List[str], required: bool) -> Optional[str]:
@@ -161,16 +184,17 @@ def load_config(env: Mapping[str, str]) -> StageConfig:
     needs_input_lock = not no_sync and not run_simple and not wait_names
     input_lock = _absolute(env, "INPUTLOCK", problems, required=needs_input_lock)
 
-    timeout_text = env.get(var("TIMEOUT"), "").strip()
-    timeout = 0.0
-    if timeout_text:
-        try:
-            timeout = float(timeout_text)
-        except ValueError:
-            timeout = -1.0
-        if not math.isfinite(timeout) or timeout < 0:
-            problems.append("%s must be a number of seconds >= 0 (0 = no limit), got %r" % (var("TIMEOUT"), timeout_text))
-            timeout = 0.0
+    timeout = _seconds(env, "TIMEOUT", problems, 0.0, "0 = no limit")
+    run_timeout = _seconds(env, "RUNTIMEOUT", problems, 0.0, "0 = no limit")
+    retry_backoff = _seconds(env, "RETRYBACKOFF", problems, DEFAULT_RETRY_BACKOFF_S, "the delay before the first retry")
+    stop_grace = _seconds(env, "STOPGRACE", problems, DEFAULT_STOP_GRACE_S, "SIGTERM to SIGKILL")
+    retries_text = env.get(var("RETRIES"), "").strip()
+    retries = 0
+    if retries_text:
+        if retries_text.isdigit() and int(retries_text) <= MAX_RETRIES:
+            retries = int(retries_text)
+        else:
+            problems.append("%s must be a whole number from 0 to %d, got %r" % (var("RETRIES"), MAX_RETRIES, retries_text))
 
     log_name = _absolute(env, "LOGNAME", problems, required=False)
     if log_name is not None and log_name.endswith("/"):
@@ -197,6 +221,10 @@ def load_config(env: Mapping[str, str]) -> StageConfig:
         run_simple=run_simple,
         no_sync=no_sync,
         timeout=timeout,
+        run_timeout=run_timeout,
+        retries=retries,
+        retry_backoff=retry_backoff,
+        stop_grace=stop_grace,
         log_name=log_name,
         app_dir=app_dir,
         inputs=env.get(var("INPUTS"), ""),

@@ -18,7 +18,13 @@ IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
 # A lock appears by rename (IN_MOVED_TO); a hand-made one by create/close (IN_CREATE,
 # IN_CLOSE_WRITE: content may arrive after the create).
-WATCH_MASK = IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+# The watched folder itself deleted or moved away (e.g. a stage ran `rm -rf $LOCKDIR`):
+# its locks can no longer appear there, and the watch is gone (IN_IGNORED follows).
+WATCH_MASK = IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF
+IN_IGNORED = 0x00008000
+FOLDER_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED
 IN_Q_OVERFLOW = 0x00004000
 IN_CLOEXEC = 0o2000000
 IN_NONBLOCK = 0o4000
@@ -54,6 +60,7 @@ class Inotify:
             e = ctypes.get_errno()
             raise OSError(e, "inotify_init1: %s" % os.strerror(e))
         self.fd = fd
+        self.folder_gone = False  # a watched folder was deleted or moved: watch no more
         try:
             for folder in folders:
                 if libc.inotify_add_watch(fd, os.fsencode(folder), WATCH_MASK) < 0:
@@ -76,6 +83,9 @@ class Inotify:
             _, mask, _, length = _EVENT.unpack_from(data, offset)
             offset += _EVENT.size
             if mask & IN_Q_OVERFLOW:
+                return None
+            if mask & FOLDER_GONE:
+                self.folder_gone = True
                 return None
             names.add(os.fsdecode(data[offset:offset + length].rstrip(b"\0")))
             offset += length

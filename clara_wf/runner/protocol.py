@@ -11,7 +11,7 @@ import datetime
 import json
 import os
 import socket
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 PROTOCOL_VERSION = 1
 
@@ -35,6 +35,8 @@ EXIT_TIMEOUT = 113  # TIMEOUT passed before every awaited lock existed
 EXIT_UPSTREAM_FAILED = 114  # an awaited stage wrote a failure marker; program not run
 EXIT_START_FAILED = 115  # the program could not be started (not found, not executable)
 EXIT_LOCK_WRITE = 116  # the program succeeded but LOCKNAME could not be written
+EXIT_RUN_TIMEOUT = 117  # the program ran longer than RUNTIMEOUT and was stopped
+EXIT_LOCKDIR_GONE = 118  # LOCKDIR was deleted or moved away while the stage waited
 EXIT_SIGNAL_BASE = 128  # program (or runner while waiting) ended by signal N: 128 + N
 
 RUNNER_EXIT_CODES = {
@@ -43,6 +45,8 @@ RUNNER_EXIT_CODES = {
     EXIT_UPSTREAM_FAILED: "an upstream stage failed",
     EXIT_START_FAILED: "the program could not be started",
     EXIT_LOCK_WRITE: "the lock file could not be written",
+    EXIT_RUN_TIMEOUT: "the program ran past its run timeout and was stopped",
+    EXIT_LOCKDIR_GONE: "the lock folder was deleted while the stage waited",
 }
 
 STATUS_SUCCEEDED = "succeeded"  # only in LOCKNAME
@@ -53,6 +57,8 @@ STATUS_CONFIG_ERROR = "config-error"
 STATUS_START_FAILED = "start-failed"
 STATUS_TERMINATED = "terminated"  # SIGTERM/SIGINT reached the runner before the program ran
 STATUS_LOCK_WRITE_FAILED = "lock-write-failed"
+STATUS_RUN_TIMEOUT = "run-timeout"
+STATUS_LOCKDIR_GONE = "lockdir-gone"
 
 
 _HOST = socket.gethostname()  # read once: records are written in the hand-off's critical path
@@ -86,8 +92,12 @@ def make_record(
     waited_s: Optional[float],
     failed_stage: Optional[str] = None,
     message: str = "",
+    attempts: Optional[List[Dict[str, Any]]] = None,
+    log: str = "",
 ) -> Dict[str, Any]:
     return {
+        "attempts": attempts or [],
+        "log": log,
         "protocol": PROTOCOL_VERSION,
         "stage": stage,
         "lock": lock,
@@ -117,18 +127,30 @@ def write_record_atomic(path: str, record: Dict[str, Any]) -> None:
     """
     folder, name = os.path.split(path)
     tmp_dir = os.path.join(folder, TMP_DIR)
-    os.makedirs(tmp_dir, exist_ok=True)
+    try:
+        # mkdir, not makedirs: a LOCKDIR deleted under the run is an error, not re-created
+        # (stages waiting in the old folder would never see the file).
+        os.mkdir(tmp_dir)
+    except FileExistsError:
+        pass
     tmp = os.path.join(tmp_dir, "%s.%d%s" % (name, os.getpid(), TMP_SUFFIX))
     data = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
-    finally:
+        view = memoryview(data)
+        while view:
+            # A full disk may take part of the data, then refuse the rest: never rename a
+            # partial record into place.
+            view = view[os.write(fd, view):]
         os.close(fd)
-    try:
+        fd = -1
         os.replace(tmp, path)
-    except OSError:
+    except OSError as e:
+        if fd >= 0:
+            os.close(fd)
         _unlink_quietly(tmp)
+        if e.filename is None:
+            e.filename = path
         raise
 
 

@@ -7,20 +7,23 @@ in-process Driver (callbacks run instead).
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from clara_wf.runner.config import ConfigError, StageConfig, var
 from clara_wf.runner.protocol import (
     EXIT_CONFIG,
     EXIT_LOCK_WRITE,
+    EXIT_LOCKDIR_GONE,
     EXIT_SIGNAL_BASE,
     EXIT_TIMEOUT,
     EXIT_UPSTREAM_FAILED,
     STATUS_CONFIG_ERROR,
     STATUS_LOCK_WRITE_FAILED,
+    STATUS_LOCKDIR_GONE,
     STATUS_SUCCEEDED,
     STATUS_TAG,
     STATUS_TERMINATED,
@@ -32,7 +35,7 @@ from clara_wf.runner.protocol import (
     stage_of_lock,
     write_record_atomic,
 )
-from clara_wf.runner.wait import FAILED, INTERRUPTED, READY, wait_for
+from clara_wf.runner.wait import FAILED, GONE, INTERRUPTED, READY, wait_for
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -50,6 +53,11 @@ def status_line(stage: str, message: str) -> bytes:
     text = "[%s %s] %s" % (STATUS_TAG, stage or "-", message)
     # One line per message, whatever the message holds.
     return (" ".join(text.splitlines()) + "\n").encode("utf-8", "replace")
+
+
+def log_stamp(epoch: float) -> bytes:
+    """``2024-12-02T04:08:06.972Z `` (UTC, milliseconds): the prefix of every log line."""
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + ".%03dZ " % (int(epoch * 1000) % 1000)).encode()
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -100,10 +108,11 @@ class StageSession:
         self.log_fd: Optional[int] = None
         self._log_lock = threading.Lock()
         self.signum: Optional[int] = None
-        self.child_pid: Optional[int] = None
+        self.child_pid: Optional[int] = None  # the program, leader of its own process group
+        self.attempts: List[Dict[str, Any]] = []  # one entry per run of the program (records)
+        self._kill_timer: Optional[threading.Timer] = None
         self.raise_on_signal = False
         self.waited_s: Optional[float] = None
-        self._tty_sends_sigint = False
         self.ready_note = ""
         self._release_watch: Optional[Callable[[], None]] = None
         self._old_handlers: Dict[int, Any] = {}
@@ -115,12 +124,20 @@ class StageSession:
     def status(self, message: str) -> None:
         line = status_line(self.cfg.stage, message)
         write_all(2, line)
-        self.log(line)
+        if self.log_fd is not None:
+            self.log_stamped([line[:-1]])
 
     def log(self, data: bytes) -> None:
         if self.log_fd is not None:
             with self._log_lock:
                 write_all(self.log_fd, data)
+
+    def log_stamped(self, lines: List[bytes]) -> None:
+        """Append whole lines (without their newline) to the log, each after a UTC time
+        stamp and a space; the text after the stamp is exactly what was written."""
+        if self.log_fd is not None:
+            stamp = log_stamp(time.time())
+            self.log(b"".join(stamp + line + b"\n" for line in lines))
 
     # -- set-up ---------------------------------------------------------------
     def open(self) -> None:
@@ -160,9 +177,8 @@ class StageSession:
                     pass
 
     def install_signal_handlers(self) -> None:
-        # A terminal's Ctrl-C already reaches every process of its foreground group, the
-        # program included: forwarding SIGINT too would deliver it twice.
-        self._tty_sends_sigint = _in_foreground_of_a_terminal()
+        # The program has its own process group, outside a terminal's foreground group:
+        # Ctrl-C reaches it through the runner, once.
         for sig in FORWARDED_SIGNALS:
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
@@ -173,13 +189,8 @@ class StageSession:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signum = signum
-        pid = self.child_pid
-        if pid is not None:
-            if not (signum == signal.SIGINT and self._tty_sends_sigint):
-                try:
-                    os.kill(pid, signum)
-                except OSError:
-                    pass
+        if self.child_pid is not None:
+            self.forward(signum)
             return
         try:
             os.write(self._wake_w, b"!")  # ends a wait at once
@@ -187,6 +198,50 @@ class StageSession:
             pass
         if self.raise_on_signal:
             raise StageTerminated(signum)
+
+    def forward(self, signum: int) -> None:
+        """Send ``signum`` to the program's process group; SIGKILL follows after STOPGRACE
+        unless the program has exited by then (cancel_kill)."""
+        pid = self.child_pid
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signum)
+        except OSError:
+            pass
+        if self._kill_timer is None:
+            def kill() -> None:
+                if self.child_pid == pid:
+                    self.status("the program did not exit within %g s of %s; sending SIGKILL to its process group"
+                                % (self.cfg.stop_grace, signal.Signals(signum).name))
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+
+            self._kill_timer = threading.Timer(self.cfg.stop_grace, kill)
+            self._kill_timer.daemon = True
+            self._kill_timer.start()
+
+    def cancel_kill(self) -> None:
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+            self._kill_timer = None
+
+    def pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless SIGTERM/SIGINT comes; False when one came."""
+        if self.signum is not None:
+            return False
+        deadline = time.monotonic() + seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self.signum is None
+            try:
+                if select.select([self._wake_r], [], [], remaining)[0]:
+                    return False
+            except InterruptedError:
+                pass
 
     def release_watch(self) -> None:
         """Close the wait's inotify descriptor (close-on-exec, so the program never holds
@@ -249,6 +304,11 @@ class StageSession:
                     root, via, lock_label, what)
             self.status(message)
             return self.fail(STATUS_UPSTREAM_FAILED, EXIT_UPSTREAM_FAILED, message, failed_stage=root)
+        if result.outcome == GONE:
+            message = "the folder %s was deleted or moved while waiting for %s; not running %s" % (
+                result.missing[0], labels, what)
+            self.status(message)
+            return self.fail(STATUS_LOCKDIR_GONE, EXIT_LOCKDIR_GONE, message)
         if result.outcome == INTERRUPTED:
             signum = self.signum or signal.SIGTERM
             message = "%s received while waiting for %s; not running %s" % (
@@ -279,6 +339,8 @@ class StageSession:
             waited_s=self.waited_s,
             failed_stage=failed_stage,
             message=message,
+            attempts=self.attempts,
+            log=cfg.log_name or "",
         )
 
     def fail(self, status: str, exit_code: int, message: str, program_exit_code: Optional[int] = None,
@@ -308,16 +370,6 @@ class StageSession:
             return self.fail(STATUS_LOCK_WRITE_FAILED, EXIT_LOCK_WRITE, message, 0, start_epoch=start_epoch)
         self.status("%s; wrote %s" % (detail, path))
         return 0
-
-
-def _in_foreground_of_a_terminal() -> bool:
-    for fd in (0, 1, 2):
-        try:
-            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
-                return True
-        except OSError:
-            pass
-    return False
 
 
 def _text(value: Any) -> str:

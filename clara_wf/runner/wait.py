@@ -24,6 +24,7 @@ READY = "ready"
 FAILED = "failed"
 TIMEOUT = "timeout"
 INTERRUPTED = "interrupted"
+GONE = "gone"  # the folder of a target was deleted or moved away
 
 
 class WaitResult(NamedTuple):
@@ -52,10 +53,15 @@ def check(targets: List[WaitTarget], job_id: str) -> WaitResult:
         if not t.check_job:
             if not os.path.lexists(t.path):
                 missing.append(t.label)
+                if not os.path.isdir(os.path.dirname(t.path)):
+                    return WaitResult(GONE, [os.path.dirname(t.path)])
             continue
         record = read_record(t.path)
         if record is None:
             missing.append(t.label)
+            if not os.path.isdir(os.path.dirname(t.path)):
+                # Nothing can appear there any more: waiting would last until TIMEOUT.
+                return WaitResult(GONE, [os.path.dirname(t.path)])
         elif not _job_matches(record, job_id):
             # Left over from another job: never lets this stage run.
             missing.append(t.label)
@@ -114,8 +120,11 @@ def _wait_inotify(notifier: Inotify, targets: List[WaitTarget], job_id: str, dea
         # The first check comes after the watch is in place: a file created before
         # add_watch is found here, one created after it raises an event.
         result = check(targets, job_id)
-        if result.outcome in (READY, FAILED):
+        if result.outcome in (READY, FAILED, GONE):
             return result
+        if notifier.folder_gone:
+            # Its watch went with it: go on by polling (the folder may have been replaced).
+            return _wait_polling(targets, job_id, deadline, wake_fd)
         # Kept tight: most wake-ups are about other stages' files.
         while True:
             if deadline is None:
@@ -138,7 +147,7 @@ def _wait_polling(targets: List[WaitTarget], job_id: str, deadline: Optional[flo
     delay = POLL_FIRST_S
     while True:
         result = check(targets, job_id)
-        if result.outcome in (READY, FAILED):
+        if result.outcome in (READY, FAILED, GONE):
             return result
         pause = delay
         if deadline is not None:

@@ -312,6 +312,19 @@ Context: (dict "place" <stagePlace> "stage" <the stage's values>).
 - name: NVIDIA_CLARA_OUTPUTPATHS
   value: {{ .place.outputPaths | quote }}
 {{- end }}
+{{- /* Run timeout and retries (docs/lock-protocol.md), only when the stage sets them. */}}
+{{- if hasKey .stage "runTimeout" }}
+- name: NVIDIA_CLARA_RUNTIMEOUT
+  value: {{ .stage.runTimeout | toString | quote }}
+{{- end }}
+{{- if hasKey .stage "retries" }}
+- name: NVIDIA_CLARA_RETRIES
+  value: {{ .stage.retries | toString | quote }}
+{{- end }}
+{{- if hasKey .stage "retryBackoff" }}
+- name: NVIDIA_CLARA_RETRYBACKOFF
+  value: {{ .stage.retryBackoff | toString | quote }}
+{{- end }}
 {{- range $key, $value := .stage.env }}
 - name: {{ $key }}
   value: {{ $value | toString | quote }}
