@@ -129,6 +129,8 @@ def create_stage(ctx: typer.Context, name: str = typer.Argument(..., help="Stage
     from clara_wf import charts
 
     change = charts.create_stage(_state(ctx).project(), name)
+    for line in change.notes:
+        note(f"note: {line}")
     echo(f"Stage '{name}' is created at: {change.stage_dir}")
     echo(f"Default values for Stage '{name}' are added to: {change.values_file}")
 
@@ -142,6 +144,8 @@ def delete_stage(
     from clara_wf import charts
 
     change = charts.delete_stage(_state(ctx).project(), name, force=force)
+    for line in change.notes:
+        note(f"note: {line}")
     echo(f"Stage '{name}' is deleted from: {change.stage_dir.parent}")
     echo(f"Values for Stage '{name}' are removed from: {change.values_file}")
 

@@ -33,13 +33,12 @@ import difflib
 import io
 import json
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from clara_wf import charts
+from clara_wf import charts, journal
+from clara_wf import values_edit as ve
 from clara_wf.errors import InputError
 from clara_wf.project import TEMPLATE_STAGE, Project
 
@@ -127,21 +126,19 @@ def _unknown(mapping: dict, known: set, where: str, warn: Callback) -> None:
 
 
 def _read_document(path: Path) -> Tuple[dict, str]:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
     except FileNotFoundError:
         raise InputError(f"no pipeline definition at {path}") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a pipeline definition (YAML file)") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text") from None
-    try:
-        data = YAML(typ="safe", pure=True).load(text)
-    except YAMLError as err:
-        raise charts._yaml_error(path, err) from None
+    except OSError as err:
+        raise InputError(f"{path} cannot be read: {err.strerror}") from None
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a pipeline definition (YAML file)")
+    if size > ve.MAX_VALUES_BYTES:
+        raise InputError(f"{path} is {size / 1048576:.1f} MB: what it defines goes into values.yaml, "
+                         f"which Helm limits to {ve.MAX_VALUES_BYTES // 1048576} MB")
+    text = ve.read_text(path)
+    data = ve.load(path, text)  # bounded: alias bombs, deep nesting, self-references refused
     if not isinstance(data, dict):
         raise InputError(f"{path}: a pipeline definition is a YAML mapping (api-version, name, operators)")
     return data, text
@@ -162,7 +159,10 @@ def _fill_parameters(path: Path, data: dict, given: Dict[str, str]) -> Tuple[dic
     """Replace ``${{NAME}}`` placeholders: ``--set`` values first, then the document's defaults."""
     defaults: Dict[str, str] = {}
     declared = []
-    for owner in [data] + [op for op in (data.get("operators") or []) if isinstance(op, dict)]:
+    operators = data.get("operators")
+    if operators is not None and not isinstance(operators, list):
+        raise InputError(f"{path}: operators must be a list of operator definitions, not {type(operators).__name__}")
+    for owner in [data] + [op for op in (operators or []) if isinstance(op, dict)]:
         params = owner.get("parameters")
         if params is None:
             continue
@@ -191,10 +191,17 @@ def _fill_parameters(path: Path, data: dict, given: Dict[str, str]) -> Tuple[dic
             + " ".join(f"--set {name}=VALUE" for name in missing)
         )
 
+    budget = [ve.MAX_VALUES_BYTES]
+
     def fill(text: str) -> str:
-        filled = _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+        filled = _PLACEHOLDER.sub(lambda m: values[m.group(1)], text) if "${{" in text else text
+        if filled is not text:
+            budget[0] -= len(filled) - len(text)
+            if budget[0] < 0:
+                raise InputError(f"{path}: its template parameters expand it past "
+                                 f"{ve.MAX_VALUES_BYTES // 1048576} MB, Helm's limit on a chart's values")
         if "${{" in _PLACEHOLDER.sub("", text):
-            raise InputError(f"{path}: malformed template placeholder in {text!r} (expected ${{{{NAME}}}})")
+            raise InputError(f"{path}: malformed template placeholder in {text[:80]!r} (expected ${{{{NAME}}}})")
         return filled
 
     result = _strings(body, fill)
@@ -545,7 +552,7 @@ def workflow_block(workflow_id: str, pipeline_name: str, definition: Dict[str, A
     """The text of the workflow entry, at the indentation of the other workflows."""
     pad, pad2, pad3, pad4 = (" " * (indent + n) for n in (0, 2, 4, 6))
     lines = [
-        f"{pad}{workflow_id}:\n",
+        f"{pad}{ve.scalar(workflow_id)}:\n",
         f"{pad2}{PROVENANCE}{_q(pipeline_name)} (re-import to update this entry)\n",
         f"{pad2}stages: [{', '.join(_q(s) for s in definition['stages'])}]\n",
         f"{pad2}waitLocks: [{', '.join(_q(w) for w in definition['waitLocks'])}]\n",
@@ -554,7 +561,7 @@ def workflow_block(workflow_id: str, pipeline_name: str, definition: Dict[str, A
     ]
     for stage in definition["stages"]:
         entry = definition["io"][stage]
-        lines.append(f"{pad3}{stage}:\n")
+        lines.append(f"{pad3}{ve.scalar(stage)}:\n")
         lines.append(f"{pad4}inputs: {_flow_items(entry['inputs'])}\n")
         lines.append(f"{pad4}outputs: {_flow_items(entry['outputs'])}\n")
     return lines
@@ -696,6 +703,7 @@ class ImportPlan:
     new_text: str
     warnings: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    files: Dict[str, Dict[str, str]] = field(default_factory=dict)  # new stage -> its rendered files
 
     @property
     def changed(self) -> bool:
@@ -709,18 +717,6 @@ class ImportPlan:
         values = str(self.project.values_file)
         return "".join(difflib.unified_diff(self.old_text.splitlines(keepends=True),
                                             self.new_text.splitlines(keepends=True), values, values))
-
-
-def _scratch_chart(project: Project, into: Path) -> Project:
-    """A copy of what ``create_stage`` reads and writes, to see its result without touching the chart."""
-    chart = into / "charts" / "clara-workflow"
-    (chart / "templates" / "stages").mkdir(parents=True)
-    for name in ("Chart.yaml", "values.yaml", "_stage_values.yaml"):
-        if (project.chart_dir / name).is_file():
-            shutil.copy2(project.chart_dir / name, chart / name)
-    if project.template_dir.is_dir():
-        shutil.copytree(project.template_dir, chart / "templates" / "stages" / TEMPLATE_STAGE)
-    return Project(root=into, chart_dir=chart)
 
 
 def plan_import(
@@ -755,26 +751,25 @@ def plan_import(
         workflow_id = _label(workflow_id, "--workflow-id")
 
     values_file = project.values_file
-    try:
-        old_text = values_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{values_file} is missing") from None
-    data = charts.read_values(values_file, old_text)
+    old_text = ve.read_text(values_file)
+    data = ve.read_values(values_file, old_text)
     lines = old_text.splitlines(keepends=True)
     stage_values = data.get("stages") or {}
     if not isinstance(stage_values, dict):
         raise InputError(f"{values_file}: 'stages' must be a mapping of stage names to their values")
     folders = set(charts.list_stages(project))
+    markers = ve.MarkerIndex(values_file, lines)
 
     # Which stages exist, and may we update them?
     actions: Dict[str, str] = {}
     refused: List[str] = []
     for op in pipeline.operators:
-        exists = op.name in folders or op.name in stage_values or charts._marker_span(lines, op.name)
+        exists = op.name in folders or op.name in stage_values or markers.has(op.name) \
+            or (project.stages_dir / op.name).is_symlink()
         if not exists:
             actions[op.name] = "create"
             continue
-        span = charts._marker_span(lines, op.name)
+        span = markers.span(op.name)
         ours = span is not None and _provenance_of(lines[span.start: span.stop]) == pipeline.name
         if ours or force:
             if span is None or op.name not in folders or op.name not in stage_values:
@@ -793,8 +788,8 @@ def plan_import(
 
     workflows = data.get("workflows")
     if isinstance(workflows, dict) and workflow_id in workflows:
-        region = charts.mapping_region(values_file, charts._compose(values_file, old_text), lines, "workflows")
-        span = charts.child_span(region, lines, workflow_id, own_comments=True)
+        region = ve.mapping_region(values_file, ve.compose_mapping(values_file, old_text), lines, "workflows")
+        span = ve.child_span(region, lines, workflow_id, own_comments=True)
         if _provenance_of(lines[span.start: span.stop]) != pipeline.name and not force:
             raise InputError(f"workflow '{workflow_id}' already exists in {values_file} and was not created by "
                              f"importing pipeline '{pipeline.name}': pass --workflow-id ID, or --force to replace it")
@@ -804,53 +799,56 @@ def plan_import(
             _note(f"stage(s) {', '.join(dropped)} of the earlier workflow '{workflow_id}' are no longer in the "
                   f"pipeline; they stay in the chart (`clara-wf ds NAME` removes one)")
 
-    # The text `cs` produces for the new stages, from a scratch copy of the chart.
-    with tempfile.TemporaryDirectory(prefix="clara-wf-import-") as scratch:
-        scratch_project = _scratch_chart(project, Path(scratch))
-        for op in pipeline.operators:
-            if actions[op.name] == "create":
-                charts.create_stage(scratch_project, op.name)
-        scaffolded = scratch_project.values_file.read_text(encoding="utf-8")
+    # What `cs` makes of the new stages (all at once: one parse, however many operators).
+    created = [op.name for op in pipeline.operators if actions[op.name] == "create"]
+    scaffold = charts.scaffold(project, created, old_text) if created else charts.Scaffold(old_text, {})
+    scaffolded = scaffold.text
 
-    # Set each stage's values in its marker block.
+    # Set each stage's values in its marker block, last block first so earlier lines keep their place.
     text_lines = scaffolded.splitlines(keepends=True)
+    spans = ve.MarkerIndex(values_file, text_lines)
     by_name = {op.name: op for op in pipeline.operators}
-    stage_plans = []
+    located = []
     for op in pipeline.operators:
-        span = charts._marker_span(text_lines, op.name)
+        span = spans.span(op.name)
         if span is None:
             raise InputError(f"{values_file}: no {charts.begin_marker(op.name)} block for stage '{op.name}'")
+        located.append((span, op))
+    changed_by_name: Dict[str, bool] = {}
+    for span, op in sorted(located, key=lambda item: item[0].start, reverse=True):
         block, changed = _stage_block(text_lines, span, op.name, by_name[op.name], pipeline.name)
         text_lines[span.start: span.stop] = block
+        changed_by_name[op.name] = changed
+    stage_plans = []
+    for op in pipeline.operators:
         action = actions[op.name]
-        if action == "update" and not changed:
+        if action == "update" and not changed_by_name[op.name]:
             action = "unchanged"
         stage_plans.append(StagePlan(op.name, action))
 
     # Lock names come from the stages' values (`cs` makes them NAME.lock).
     staged_text = "".join(text_lines)
-    staged = charts.read_values(values_file, staged_text)
+    staged = ve.read_values(values_file, staged_text)
     lock_names = {}
     for op in pipeline.operators:
         lock_names[op.name] = str((staged["stages"][op.name] or {}).get("lockName") or f"{op.name}.lock")
     definition = workflow_definition(pipeline, lock_names)
 
-    region = charts.mapping_region(values_file, charts._compose(values_file, staged_text), text_lines, "workflows")
+    region = ve.mapping_region(values_file, ve.compose_mapping(values_file, staged_text), text_lines, "workflows")
     block = workflow_block(workflow_id, pipeline.name, definition, region.indent)
     workflows = staged.get("workflows")
     if isinstance(workflows, dict) and workflow_id in workflows:
-        span = charts.child_span(region, text_lines, workflow_id, own_comments=True)
+        span = ve.child_span(region, text_lines, workflow_id, own_comments=True)
         old_block = text_lines[span.start: span.stop]
         workflow_action = "unchanged" if old_block == block else "update"
         text_lines[span.start: span.stop] = block
     else:
         workflow_action = "add"
-        if region.end > 0 and not text_lines[region.end - 1].endswith("\n"):
-            text_lines[region.end - 1] += "\n"
-        text_lines[region.end: region.end] = block
+        text_lines = ve.insert_lines(text_lines, region.end, block, ve.newline_of(staged_text))
     new_text = "".join(text_lines)
+    ve.check_size(values_file, new_text)
 
-    final = charts.read_values(values_file, new_text)
+    final = ve.read_values(values_file, new_text)
     if _plain(final["workflows"][workflow_id]) != definition:
         raise InputError(f"{values_file}: the workflow entry did not land under workflows: (check its indentation)")
     _validate_with_chart_rules(workflow_id, definition, lock_names)
@@ -865,6 +863,7 @@ def plan_import(
         project=project, pipeline=pipeline, workflow_id=workflow_id, stages=stage_plans,
         workflow_action=workflow_action, definition=definition, old_text=old_text,
         scaffolded_text=scaffolded, new_text=new_text, warnings=warnings, notes=notes,
+        files=scaffold.files,
     )
 
 
@@ -885,37 +884,33 @@ class ImportResult:
 
 
 def apply_import(plan: ImportPlan) -> ImportResult:
-    """Write what the plan says; on any failure, put back what was written."""
+    """Write what the plan says, whole or not at all (one journaled transaction under the chart lock)."""
     project = plan.project
     values_file = project.values_file
-    if values_file.read_text(encoding="utf-8") != plan.old_text:
-        raise InputError(f"{values_file} changed while the import was being prepared; run the import again")
-    created: List[Path] = []
-    try:
-        for stage in plan.stages:
-            if stage.action == "create":
-                change = charts.create_stage(project, stage.name)
-                created.append(change.stage_dir)
-        current = values_file.read_text(encoding="utf-8")
-        if current != plan.scaffolded_text:
-            raise InputError(f"{values_file} changed while the stages were being scaffolded; "
-                             "nothing was imported, run the import again")
-        if plan.new_text != current:
-            charts._atomic_write(values_file, plan.new_text)
-    except BaseException:
-        for folder in reversed(created):
-            shutil.rmtree(folder, ignore_errors=True)
-        if values_file.read_text(encoding="utf-8") != plan.old_text:
-            charts._atomic_write(values_file, plan.old_text)
-        raise
+    with charts.chart_lock(project):
+        if ve.read_text(values_file) != plan.old_text:
+            raise InputError(f"{values_file} changed while the import was being prepared; run the import again")
+        tx = journal.Transaction(project.chart_dir, f"import {plan.pipeline.path}")
+        created: List[Path] = []
+        try:
+            for stage in plan.stages:
+                if stage.action == "create":
+                    created.append(charts.stage_folder(tx, project, stage.name, plan.files[stage.name]))
+            tx.write(values_file, plan.old_text, plan.new_text)
+        except BaseException:
+            tx.discard()
+            raise
+        tx.commit()
     return ImportResult(plan=plan, created=created, values_file=values_file)
 
 
 def import_pipeline(project: Project, pipeline_path: Path, *, dry_run: bool = False, **kwargs) -> ImportPlan:
-    """Plan, then (unless dry_run) apply; the plan says what changed."""
-    plan = plan_import(project, pipeline_path, **kwargs)
-    if not dry_run and plan.changed:
-        apply_import(plan)
+    """Plan, then (unless dry_run) apply, holding the chart lock throughout: no other edit of the
+    chart can come between what the plan read and what it writes."""
+    with charts.chart_lock(project):
+        plan = plan_import(project, pipeline_path, **kwargs)
+        if not dry_run and plan.changed:
+            apply_import(plan)
     return plan
 
 

@@ -44,7 +44,7 @@ def dry_run(run: WorkflowRun, *, release: str, namespace: str, timeout: float = 
 def render_documents(run: WorkflowRun, *, release: str, namespace: str = "default",
                      helm: Optional[Helm] = None) -> List[dict]:
     """The rendered manifests as parsed documents (empty documents dropped)."""
-    from clara_wf.charts import _fast_yaml
+    from clara_wf.values_edit import fast_yaml as _fast_yaml
 
     helm = helm or Helm()
     text = helm.template(run.project.chart_dir, release, namespace=namespace, set_string=run.set_string())

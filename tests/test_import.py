@@ -352,16 +352,16 @@ def test_a_failure_while_applying_puts_everything_back(project, tmp_path, monkey
     proj = find_project(start=project)
     digest = tree_digest(project)
     plan = pipeline_import.plan_import(proj, EXAMPLES / "fanout-organs.yaml")
-    real = charts.create_stage
+    real = charts.stage_folder
     calls = []
 
-    def flaky(project_, name):
+    def flaky(tx, project_, name, files):
         calls.append(name)
         if len(calls) == 3:
             raise OSError("disk full")
-        return real(project_, name)
+        return real(tx, project_, name, files)
 
-    monkeypatch.setattr(charts, "create_stage", flaky)
+    monkeypatch.setattr(charts, "stage_folder", flaky)
     with pytest.raises(OSError):
         pipeline_import.apply_import(plan)
     assert calls == ["organ-reader", "seg-liver", "seg-spleen"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from clara_wf import charts
+from clara_wf import charts, fsio
 from clara_wf.errors import InputError
 from clara_wf.project import find_project
 from conftest import assert_one_line_error, run_cli, tree_digest
@@ -139,10 +140,14 @@ def test_a_failure_midway_leaves_neither_folder_nor_values(project, monkeypatch)
     p = find_project(start=project)
     before = tree_digest(project)
 
-    def disk_full(path, text):
-        raise OSError(28, "No space left on device")
+    real_write = fsio.atomic_write
 
-    monkeypatch.setattr(charts, "_atomic_write", disk_full)
+    def disk_full(path, data, **kwargs):  # the journal is written, values.yaml is not
+        if Path(path).name == "values.yaml":
+            raise OSError(28, "No space left on device")
+        return real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(fsio, "atomic_write", disk_full)
     with pytest.raises(OSError):
         charts.create_stage(p, "half")
     assert not (project / STAGES / "half").exists()
