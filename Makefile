@@ -1,5 +1,6 @@
 # clara-wf: one-command set-up, demo and tests on a fresh machine.
-#   make setup   create .venv, install the project and its tools (helm, kubectl); fast when done
+#   make setup   create .venv, install the project and its tools (helm, kubectl; bubblewrap, podman
+#                and mmdebstrap from Debian when root); fast when done
 #   make demo    setup, then run the main job (clara-wf test on the sample data)
 #   make test    setup, then the whole suite (chart and CLI tests again under the other Helm major)
 # HELM_MAJOR=3 selects Helm v3.19.0 instead of the default v4.1.4.
@@ -15,6 +16,7 @@ STAMP := $(VENV)/.installed-stamp
 setup: $(STAMP)
 	@$(VENV)/bin/python tools/install_tools.py --major $(HELM_MAJOR)
 	@sh tools/install_bwrap.sh
+	@sh tools/install_podman.sh
 
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml

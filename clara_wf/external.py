@@ -25,6 +25,8 @@ INSTALL_HINTS = {
     "helm": "run `make setup` (it puts helm into .venv/bin) or install Helm 3/4, or set CLARA_WF_HELM",
     "kubectl": "run `make setup` or install kubectl",
     "docker": "install Docker, or build the stage images elsewhere",
+    "podman": "run `make setup` (installs podman, runc and catatonit on Debian/Ubuntu as root) or install podman",
+    "mmdebstrap": "apt-get install mmdebstrap (`make setup` does on Debian/Ubuntu as root), or pass --base-image",
 }
 
 
@@ -58,9 +60,10 @@ def format_command(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(str(a)) for a in argv)
 
 
-def _last_lines(text: str, keep: int = 3) -> str:
+def last_lines(text: str, keep: int = 3) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return " | ".join(lines[-keep:])
+
 
 
 def run(
@@ -72,6 +75,7 @@ def run(
     env: Optional[Mapping[str, str]] = None,
     stdin: Optional[str] = None,
     ok_codes: Sequence[int] = (0,),
+    timeout: Optional[float] = None,
 ) -> Result:
     """Run a program to completion and return its output.
 
@@ -87,18 +91,39 @@ def run(
         proc = subprocess.run(
             argv, cwd=str(cwd) if cwd else None, env=dict(env) if env is not None else None,
             input=stdin, capture_output=True, text=True, errors="replace",
-            stdin=None if stdin is not None else subprocess.DEVNULL,
+            stdin=None if stdin is not None else subprocess.DEVNULL, timeout=timeout,
         )
+    except subprocess.TimeoutExpired:
+        raise ExternalToolError(f"{what} did not answer within {timeout:g} s") from None
     except FileNotFoundError:
         name = Path(argv[0]).name
         raise ExternalToolError(f"{name} not found: {INSTALL_HINTS.get(name, 'install it or put it on PATH')}") from None
     except OSError as err:  # not executable, wrong architecture, ...
         raise ExternalToolError(f"{what}: cannot run {argv[0]}: {err.strerror or err}") from None
     if proc.returncode not in ok_codes:
-        detail = _last_lines(proc.stderr or proc.stdout) or f"exit code {proc.returncode}"
+        detail = last_lines(proc.stderr or proc.stdout) or f"exit code {proc.returncode}"
         log.info("%s failed (exit %s): %s", what, proc.returncode, proc.stderr.strip())
         message = f"{what} failed: {detail}"
         if hint:
             message += f" ({hint})"
         raise ExternalToolError(message)
     return Result(argv, proc.returncode, proc.stdout, proc.stderr)
+
+
+def start(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, **popen_args):
+    """Start a program whose output the caller reads as it comes (``subprocess.Popen``).
+
+    A missing program is an ``ExternalToolError`` as in ``run``; the caller owns the process.
+    """
+    import subprocess
+
+    argv = [str(a) for a in argv]
+    log.info("$ %s", format_command(argv))
+    popen_args.setdefault("stdin", subprocess.DEVNULL)
+    try:
+        return subprocess.Popen(argv, env=dict(env) if env is not None else None, **popen_args)
+    except FileNotFoundError:
+        name = Path(argv[0]).name
+        raise ExternalToolError(f"{name} not found: {INSTALL_HINTS.get(name, 'install it or put it on PATH')}") from None
+    except OSError as err:
+        raise ExternalToolError(f"cannot run {argv[0]}: {err.strerror or err}") from None

@@ -1,0 +1,1 @@
+"""Containers: the runtime (podman/docker), the local base image and the stage image builds."""
