@@ -169,77 +169,24 @@ def test_workflow(
     build: bool = typer.Option(False, "--build", help="Kubernetes: docker build the stage images first."),
     sandbox: str = typer.Option("auto", "--sandbox", help="Local: bwrap (pod paths for real), none (paths rewritten), auto."),
 ) -> None:
-    from clara_wf import workflow as wf
-
-    state = _state(ctx)
-    project = state.project()
-    wf.check_release_name(release)
-    if sandbox not in ("auto", "bwrap", "none"):
-        raise InputError(f"unknown sandbox {sandbox!r}: choose one of auto, bwrap, none")
-    if timeout <= 0:
-        raise InputError(f"--timeout must be a number of seconds > 0, not {timeout:g}")
-    run = wf.plan_run(project, workflow_id, job_id, trtis_uri=trtis_uri or wf.DEFAULT_TRTIS_URI)
-    if dry_run:
-        from clara_wf import rendering
-
-        if run.needs_triton and not trtis_uri and engine != "local":
-            from clara_wf.kube_engine import trtis_uri as cluster_trtis_uri
-
-            run.trtis_uri = cluster_trtis_uri("trtis", namespace)  # what the Kubernetes engine passes
-        shown = rendering.dry_run(run, release=release, namespace=namespace, timeout=timeout,
-                                  kube_context=kube_context)
-        echo("# " + shown.command)
-        echo(shown.manifests)
-        return
-
-    chosen, why = wf.choose_engine(engine, kube_context)
-    note(f"engine: {chosen} ({why})")
-    if chosen == "local":
-        from clara_wf import local_engine
-
-        display = _display(run)
-        try:
-            outcome = local_engine.run_workflow(run, trtis_uri=trtis_uri, timeout=timeout, on_event=display,
-                                                release=release, sandbox=sandbox)
-        finally:
-            display.close()
-    else:
-        from clara_wf import kube_engine
-        from clara_wf.helm import Helm
-
-        if build:
-            from clara_wf import images
-
-            for line in images.build_stage_images(run):
-                note(line)
-        display = _display(run)
-        try:
-            outcome = kube_engine.run_workflow(
-                Helm(), project.chart_dir, release=release, namespace=namespace, kube_context=kube_context,
-                set_string=run.set_string(), timeout=timeout, keep=keep, on_event=display,
-                ngc_key=os.environ.get("NGC_API_KEY"), stages=run.stages,
-                trtis_release="trtis" if run.needs_triton and not trtis_uri else None,
-                trtis_chart=project.trtis_chart_dir,
-            )
-        finally:
-            display.close()
-    _finish(run, outcome)
-
-
-def _display(run):
-    from clara_wf.display import RunDisplay
-
-    return RunDisplay(run.stages, stream=sys.stderr)
-
-
-def _finish(run, outcome) -> None:
-    from clara_wf.display import output_listing
+    from clara_wf.display import RunDisplay, output_listing
     from clara_wf.errors import WorkflowFailed
+    from clara_wf.run import run_test
 
+    result = run_test(
+        _state(ctx).project(), workflow_id, job_id, engine=engine, dry_run=dry_run, release=release,
+        namespace=namespace, kube_context=kube_context, timeout=timeout, keep=keep, build=build, sandbox=sandbox,
+        trtis_uri=trtis_uri, display=lambda stages: RunDisplay(stages, stream=sys.stderr), note=note,
+    )
+    if result.dry_run is not None:
+        echo("# " + result.dry_run.command)
+        echo(result.dry_run.manifests)
+        return
+    run, outcome = result.run, result.outcome
     for output_dir in run.output_folders():
         echo(output_listing(output_dir))
-    if not outcome.succeeded:
-        raise WorkflowFailed(outcome.message)
+    if outcome is None or not outcome.succeeded:
+        raise WorkflowFailed(outcome.message if outcome else "the workflow did not run")
     echo(f"Job '{run.job_name}' ({run.job_id}) executed: workflow '{run.workflow_id}' succeeded")
 
 
@@ -267,7 +214,7 @@ def install_trtis(
         else:
             echo(f"Triton is ready (pid {instance.pid}): NVIDIA_CLARA_TRTISURI={instance.uri}")
         return
-    from clara_wf import kube_engine
+    from clara_wf.engines import kubernetes as kube_engine
     from clara_wf.helm import Helm
 
     uri, already = kube_engine.install_trtis(
@@ -292,7 +239,7 @@ def uninstall_trtis(
         stopped = triton_local.stop(project.state_dir)
         echo("Triton stopped" if stopped else "Triton is not running on this machine")
         return
-    from clara_wf import kube_engine
+    from clara_wf.engines import kubernetes as kube_engine
     from clara_wf.helm import Helm
 
     removed = kube_engine.uninstall_trtis(Helm(), release=release, namespace=namespace, kube_context=kube_context)
@@ -321,7 +268,7 @@ def set_ngc_api_key(
         key = typer.prompt("Then, enter the NGC API key", hide_input=True, default="", show_default=False)
         if not key.strip():
             raise InputError("no NGC API key entered")
-    from clara_wf import kube_engine
+    from clara_wf.engines import kubernetes as kube_engine
 
     result = kube_engine.set_ngc_api_key(namespace=namespace, key=key.strip(), kube_context=kube_context)
     echo(f"secret/nvcr.io {result}")

@@ -13,21 +13,32 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Optional, TextIO
+from typing import Dict, Optional, Sequence, TextIO
 
-from clara_wf.events import DONE, FAILED, RUNNING, WAITING, Info, LogLine, StageUpdate
+from clara_wf.events import (
+    DONE,
+    FAILED,
+    FINAL_STATES,
+    RUNNING,
+    STOPPED,
+    WAITING,
+    Info,
+    LogLine,
+    StageState,
+    StageUpdate,
+)
 
-_MARK = {WAITING: "…", RUNNING: "▶", DONE: "✔", FAILED: "✘"}
+_MARK = {WAITING: "…", RUNNING: "▶", DONE: "✔", FAILED: "✘", STOPPED: "■"}
 
 
 class RunDisplay:
-    def __init__(self, stages: List[str], stream: TextIO = sys.stderr, live: Optional[bool] = None):
+    def __init__(self, stages: Sequence[str], stream: TextIO = sys.stderr, live: Optional[bool] = None):
         self.stages = list(stages)
         self.stream = stream
         self.live = stream.isatty() if live is None else live
         self.width = max([len(s) for s in self.stages] + [5])
         now = time.monotonic()
-        self.state: Dict[str, str] = {s: WAITING for s in self.stages}
+        self.state: Dict[str, StageState] = {s: WAITING for s in self.stages}
         self.since: Dict[str, float] = {s: now for s in self.stages}
         self.elapsed: Dict[str, Optional[float]] = {s: None for s in self.stages}
         self.detail: Dict[str, str] = {s: "" for s in self.stages}
@@ -53,7 +64,7 @@ class RunDisplay:
             self.width = max(self.width, len(name))
         now = time.monotonic()
         previous = self.state.get(name)
-        if event.state in (DONE, FAILED) and previous == RUNNING:
+        if event.state in FINAL_STATES and previous == RUNNING:
             self.elapsed[name] = now - self.since[name]
         if event.state != previous:
             self.since[name] = now
@@ -67,7 +78,7 @@ class RunDisplay:
 
     def _line(self, name: str) -> str:
         state = self.state[name]
-        if state in (DONE, FAILED) and self.elapsed.get(name) is not None:
+        if state in FINAL_STATES and self.elapsed.get(name) is not None:
             seconds = self.elapsed[name]
         else:
             seconds = time.monotonic() - self.since[name]

@@ -9,13 +9,34 @@ does not need locks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from enum import Enum
+from typing import Callable, Dict, Optional, Union
 
-WAITING = "waiting"
-RUNNING = "running"
-DONE = "done"
-FAILED = "failed"
-STAGE_STATES = (WAITING, RUNNING, DONE, FAILED)
+
+class StageState(str, Enum):
+    """Every state an engine gives a stage; the value is what ``run.json`` and the display show."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    STOPPED = "stopped"  # still waiting or running when the run was interrupted (Ctrl-C, SIGTERM)
+
+    # Format and print as the plain value ("done"), as the strings these replace did.
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+WAITING = StageState.WAITING
+RUNNING = StageState.RUNNING
+DONE = StageState.DONE
+FAILED = StageState.FAILED
+STOPPED = StageState.STOPPED
+STAGE_STATES = tuple(StageState)
+FINAL_STATES = (DONE, FAILED, STOPPED)
 
 
 @dataclass(frozen=True)
@@ -23,9 +44,15 @@ class StageUpdate:
     """A stage (one container of the workflow pod) changed state."""
 
     stage: str
-    state: str  # "waiting" | "running" | "done" | "failed"
+    state: StageState
     detail: str = ""
     exit_code: Optional[int] = None
+    # Known once the stage ended (what the run record keeps): the runner's status
+    # (e.g. "upstream-failed"), start and end (epoch seconds) and the stage's log file.
+    status: str = ""
+    started: Optional[float] = None
+    ended: Optional[float] = None
+    log: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +70,14 @@ class Info:
     text: str
 
 
-Event = Union[StageUpdate, LogLine, Info]
+@dataclass(frozen=True)
+class TritonReady:
+    """The engine decided which Triton the stages use (``trtisUri``); the run record keeps it."""
+
+    uri: str
+
+
+Event = Union[StageUpdate, LogLine, Info, TritonReady]
 EventSink = Callable[[Event], None]
 
 
@@ -61,7 +95,7 @@ class JobOutcome:
     """
 
     succeeded: bool
-    stages: dict
+    stages: Dict[str, StageUpdate]
     failed_stage: Optional[str] = None
     message: str = ""
     timed_out: bool = False

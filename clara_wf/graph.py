@@ -246,7 +246,7 @@ def to_svg_builtin(graph: Graph) -> str:
 
         def key(name: str) -> Tuple[float, int]:
             rows = [row[u] for u in ups.get(name, []) if u in row]
-            return (sum(rows) / len(rows) if rows else float(original[name]), original[name])
+            return (sum(rows) / len(rows) if rows else float(original[name]), original[name])  # noqa: B023 (sorted now)
 
         column.sort(key=key)
         for i, name in enumerate(column):

@@ -23,6 +23,13 @@ _VERSION = re.compile(r'Version:"v(\d+)\.(\d+)\.(\d+)')
 log = logging.getLogger("clara_wf.helm")
 
 
+def helm_timeout(seconds: float) -> str:
+    """``--timeout`` for helm: whole seconds, rounded up, at least 1."""
+    import math
+
+    return f"{max(1, int(math.ceil(seconds)))}s"
+
+
 def escape_set_string(value: str) -> str:
     """Escape a value (or a key segment) for ``--set-string``."""
     return "".join("\\" + ch if ch in _SPECIAL else ch for ch in str(value))

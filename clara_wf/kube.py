@@ -155,7 +155,7 @@ def load_configuration(kube_context: Optional[str] = None, *, kubeconfig: Option
     return cfg
 
 
-def _yaml_error() -> type:
+def _yaml_error() -> "type[Exception]":
     """PyYAML's base error (the kubeconfig loader parses with it); a kubeconfig that is not YAML."""
     import yaml
 
@@ -194,7 +194,7 @@ def probe(kube_context: Optional[str] = None, *, kubeconfig: Optional[str] = Non
             from kubernetes import client
 
             # raw answer: only "does it answer" matters, not whether every field validates
-            resp = client.VersionApi(api_client).get_code(_preload_content=False, _request_timeout=(timeout, timeout))
+            resp: Any = client.VersionApi(api_client).get_code(_preload_content=False, _request_timeout=(timeout, timeout))
             try:
                 version = json.loads(resp.data or b"{}").get("gitVersion") or "version unknown"
             except (ValueError, AttributeError):
@@ -406,7 +406,7 @@ class Kube:
         while True:
             with self._api(f"read {what} in namespace {self.namespace!r}"):
                 try:
-                    dep = self.apps.read_namespaced_deployment(name, self.namespace, _request_timeout=(CONNECT_TIMEOUT, 30))
+                    dep: Any = self.apps.read_namespaced_deployment(name, self.namespace, _request_timeout=(CONNECT_TIMEOUT, 30))
                 except ApiException as exc:
                     if exc.status != 404:
                         raise
@@ -439,6 +439,7 @@ class Kube:
         with self._api(f"list the pods of {what}"):
             pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector, _request_timeout=(CONNECT_TIMEOUT, 30))
         state = ""
+        pod: Any
         for pod in pods.items:
             images = {c.name: c.image for c in (pod.spec.containers or [])} if pod.spec else {}
             for cs in (pod.status.container_statuses or []) if pod.status else []:

@@ -178,7 +178,12 @@ def _fill_parameters(path: Path, data: dict, given: Dict[str, str]) -> Tuple[dic
     ] if isinstance(data.get("operators"), list) else data.get("operators")
 
     used: List[str] = []
-    _strings(body, lambda s: (used.extend(_PLACEHOLDER.findall(s)), s)[1])
+
+    def collect(text: str) -> str:
+        used.extend(_PLACEHOLDER.findall(text))
+        return text
+
+    _strings(body, collect)
     unknown = sorted(set(given) - set(used) - set(declared))
     if unknown:
         known = ", ".join(sorted(set(used) | set(declared))) or "none"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from clara_wf.external import format_command
-from clara_wf.helm import Helm
+from clara_wf.helm import Helm, helm_timeout
 from clara_wf.workflow import WorkflowRun
 
 
@@ -23,21 +23,21 @@ def dry_run(run: WorkflowRun, *, release: str, namespace: str, timeout: float = 
     Helm 4 renders through ``helm install --dry-run=client`` (offline); Helm 3 needs a
     cluster for that, so it renders with ``helm template``.
     """
-    import math
-
     helm = helm or Helm()
-    args = dict(namespace=namespace, set_string=run.set_string())
-    # The same flags as the Kubernetes engine's install (kube_engine._helm_timeout).
-    command = format_command(helm.install_command(release, run.project.chart_dir, kube_context=kube_context,
-                                                  timeout=f"{max(1, int(math.ceil(timeout)))}s", **args))
+    values = run.set_string()
+    # The same flags as the Kubernetes engine's install.
+    command = format_command(helm.install_command(release, run.project.chart_dir, namespace=namespace,
+                                                  set_string=values, kube_context=kube_context,
+                                                  timeout=helm_timeout(timeout)))
     if helm.major >= 4:
         from clara_wf import external
 
-        argv = helm.install_command(release, run.project.chart_dir, wait=False, dry_run=True, **args)
+        argv = helm.install_command(release, run.project.chart_dir, namespace=namespace, set_string=values,
+                                    wait=False, dry_run=True)
         manifests = external.run(argv, what="helm install --dry-run=client",
                                  hint="fix the chart or the values it names").stdout
     else:
-        manifests = helm.template(run.project.chart_dir, release, **args)
+        manifests = helm.template(run.project.chart_dir, release, namespace=namespace, set_string=values)
     return DryRun(command=command, manifests=manifests)
 
 

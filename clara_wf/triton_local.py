@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata, util
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from clara_wf.errors import ExternalToolError, InputError
 
@@ -92,7 +92,7 @@ class TritonInstance:
         }
 
     @classmethod
-    def from_record(cls, data: Dict[str, object]) -> "TritonInstance":
+    def from_record(cls, data: Dict[str, Any]) -> "TritonInstance":
         return cls(
             pid=int(data["pid"]),
             http_port=int(data["http_port"]),

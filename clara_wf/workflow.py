@@ -9,11 +9,10 @@ exactly the same chart.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from clara_wf import charts
 from clara_wf.errors import InputError
@@ -24,7 +23,6 @@ DEFAULT_JOB = "00000000-0000-0000-0000-000000000000"
 DEFAULT_JOB_NAME = "Test Job"
 DEFAULT_RELEASE = "test-wf"
 DEFAULT_TRTIS_URI = "localhost:8000"
-ENGINES = ("auto", "local", "kubernetes")
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -66,19 +64,32 @@ def workflow_set_string(
     }
 
 
-@dataclass
+# Run-time values a caller may set per run (the DICOM adapter sets where its study is).
+OVERRIDABLE_VALUES = ("dicomAdapter.input", "dicomAdapter.output", "job.name", "runSimple")
+
+
+@dataclass(frozen=True)
 class WorkflowRun:
-    """A checked workflow run: what to render and with which values."""
+    """A checked workflow run: what to render and with which values.
+
+    Frozen: what an engine decides (the Triton URI) makes a new run with
+    ``dataclasses.replace(run, trtis_uri=...)``; nothing assigns onto a run.
+    """
 
     project: Project
     workflow_id: str
     job_id: str
     job_name: str
-    stages: List[str]
-    job_dir: Path
+    stages: Tuple[str, ...]
+    payloads_root: Path  # the folder holding JOB/ (test-data/ for `clara-wf test`)
     trtis_uri: str
-    values: Dict[str, dict] = field(default_factory=dict)  # stages.<name> values, as parsed
-    definition: dict = field(default_factory=dict)  # workflows.<id>, as parsed
+    values: Mapping[str, dict] = field(default_factory=dict)  # stages.<name> values, as parsed
+    definition: Mapping[str, Any] = field(default_factory=dict)  # workflows.<id>, as parsed
+    overrides: Mapping[str, str] = field(default_factory=dict)  # OVERRIDABLE_VALUES set for this run
+
+    @property
+    def job_dir(self) -> Path:
+        return self.payloads_root / self.job_id
 
     @property
     def needs_triton(self) -> bool:
@@ -102,17 +113,20 @@ class WorkflowRun:
                 return folders
         io_folders = self.definition.get("ioFolders") or []
         last = io_folders[-1] if len(io_folders) == len(self.stages) + 1 else f"{self.stages[-1]}/output"
+        last = self.overrides.get("dicomAdapter.output") or last  # the chart mounts it as the last output
         return [self.job_dir / str(last)]
 
     @property
     def payloads_host_path(self) -> Path:
-        return self.project.test_data_dir.resolve()
+        return self.payloads_root.resolve()
 
     def set_string(self) -> Dict[str, str]:
         """The run-time values, exactly as the original ``clara-wf test`` passes them."""
-        return workflow_set_string(workflow_id=self.workflow_id, job_id=self.job_id,
-                                   payloads_host_path=self.payloads_host_path, trtis_uri=self.trtis_uri,
-                                   job_name=self.job_name)
+        values = workflow_set_string(workflow_id=self.workflow_id, job_id=self.job_id,
+                                     payloads_host_path=self.payloads_host_path, trtis_uri=self.trtis_uri,
+                                     job_name=self.job_name)
+        values.update(self.overrides)
+        return values
 
 
 def validate_dag(workflow_id: str, definition: dict, lock_names: Dict[str, str]) -> Dict[str, List[str]]:
@@ -219,8 +233,21 @@ def plan_run(
     job_name: str = DEFAULT_JOB_NAME,
     trtis_uri: str = DEFAULT_TRTIS_URI,
     need_test_data: bool = True,
+    payloads_root: Optional[Path] = None,
+    overrides: Optional[Mapping[str, str]] = None,
 ) -> WorkflowRun:
+    """Check a run of ``workflow_id`` on job ``job_id`` before anything starts.
+
+    ``payloads_root`` holds the job's folder (default: the project's test-data/);
+    ``overrides`` sets run-time values of OVERRIDABLE_VALUES (e.g. the DICOM adapter's
+    ``dicomAdapter.input``).
+    """
     check_job_id(job_id)
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(OVERRIDABLE_VALUES))
+    if unknown:
+        raise InputError(f"cannot set run-time value(s) {', '.join(unknown)}: only {', '.join(OVERRIDABLE_VALUES)}")
+    root = Path(payloads_root) if payloads_root is not None else project.test_data_dir
     data = charts.read_values(project.values_file)
     workflows = data.get("workflows") or {}
     if not isinstance(workflows, dict) or workflow_id not in workflows:
@@ -251,7 +278,7 @@ def plan_run(
     validate_dag(workflow_id, definition,
                  {name: str(stage_values[name].get("lockName", f"{name}.lock")) for name in stages})
 
-    job_dir = project.test_data_dir / job_id
+    job_dir = root / job_id
     if need_test_data and not job_dir.is_dir():
         raise InputError(
             f"no test data for job {job_id}: {job_dir} is missing "
@@ -262,37 +289,10 @@ def plan_run(
         workflow_id=workflow_id,
         job_id=job_id,
         job_name=job_name,
-        stages=stages,
-        job_dir=job_dir,
+        stages=tuple(stages),
+        payloads_root=root,
         trtis_uri=trtis_uri,
         values={name: dict(stage_values[name]) for name in stages},
         definition=dict(definition),
+        overrides=overrides,
     )
-
-
-def kubeconfig_present() -> Tuple[bool, str]:
-    """Cheap first look for ``--engine auto``: no kubeconfig means no cluster to try."""
-    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-    if not paths:
-        paths = [str(Path.home() / ".kube" / "config")]
-    existing = [p for p in paths if Path(p).is_file()]
-    if not existing:
-        return False, f"no kubeconfig ({', '.join(paths)})"
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return True, "running inside a cluster"
-    return True, f"kubeconfig {existing[0]}"
-
-
-def choose_engine(requested: str, kube_context: Optional[str] = None) -> Tuple[str, str]:
-    """Resolve ``--engine``: (engine, why). ``auto`` is Kubernetes when a context answers, else local."""
-    if requested not in ENGINES:
-        raise InputError(f"unknown engine {requested!r}: choose one of {', '.join(ENGINES)}")
-    if requested != "auto":
-        return requested, "requested"
-    present, why = kubeconfig_present()
-    if not present:
-        return "local", why
-    from clara_wf import kube
-
-    answers, reason = kube.probe(kube_context)
-    return ("kubernetes", reason) if answers else ("local", f"{why} does not answer: {reason}")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from triton_helpers import (
     APP_DIR,
     MODEL_NAME,

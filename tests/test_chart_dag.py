@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import HelmError, by_kind, env_of, job_containers, render_chart
 
 from clara_wf import charts
 from clara_wf.project import find_project
-from conftest import HelmError, by_kind, env_of, job_containers, render_chart
 
 pytestmark = pytest.mark.helm
 
@@ -136,7 +136,6 @@ def test_graph_mistakes_fail_naming_the_culprit(chart, workflow, message):
 def test_clara_wf_refuses_the_same_mistakes_before_helm_runs(chart, workflow, message, tmp_path):
     """`clara-wf test` checks the graph itself: helm is never called (CLARA_WF_HELM points nowhere)."""
     import yaml
-
     from conftest import assert_one_line_error, run_cli
 
     values = chart / "values.yaml"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import REPO, render_chart
 from kubernetes_validate import validate
 
 from clara_wf import charts
 from clara_wf.project import find_project
-from conftest import REPO, render_chart
 
 pytestmark = pytest.mark.helm
 

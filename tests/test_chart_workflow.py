@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, HelmError, by_kind, env_of, helm_binary, job_containers, render_chart
 
 from clara_wf import charts
 from clara_wf.project import find_project
-from conftest import JOB, REPO, HelmError, by_kind, env_of, helm_binary, job_containers, render_chart
 
 pytestmark = pytest.mark.helm
 

@@ -6,7 +6,6 @@ import shlex
 
 import pytest
 import yaml
-
 from conftest import JOB, assert_one_line_error, run_cli, tree_digest
 
 COMMANDS = {

@@ -9,10 +9,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import JOB, REPO, env_of, job_containers, render_chart, run_cli
 from kubernetes_validate import validate
 
 from clara_wf import pipeline_import
-from conftest import JOB, REPO, env_of, job_containers, render_chart, run_cli
 
 pytestmark = pytest.mark.helm
 

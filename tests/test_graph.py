@@ -8,10 +8,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import REPO, assert_one_line_error, run_cli
 
 from clara_wf import graph
 from clara_wf.errors import InputError
-from conftest import REPO, assert_one_line_error, run_cli
 
 EXAMPLES = REPO / "examples" / "pipelines"
 SVG = "{http://www.w3.org/2000/svg}"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, assert_one_line_error, run_cli, tree_digest
 
 from clara_wf import charts, pipeline_import
 from clara_wf.errors import InputError
 from clara_wf.project import find_project
-from conftest import REPO, assert_one_line_error, run_cli, tree_digest
 
 EXAMPLES = REPO / "examples" / "pipelines"
 VALUES = "charts/clara-workflow/values.yaml"

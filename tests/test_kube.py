@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from clara_wf import kube, kube_engine
+from clara_wf import kube
+from clara_wf.engines import kubernetes as kube_engine
 from clara_wf.errors import ClusterError, InputError
 from clara_wf.events import Info, JobOutcome, LogLine, StageUpdate
+from clara_wf.workflow import workflow_set_string
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "nvapi-TESTKEY-0123456789abcdef"
@@ -26,7 +28,7 @@ KEY = "nvapi-TESTKEY-0123456789abcdef"
 
 def test_importing_kube_modules_does_not_import_kubernetes():
     code = (
-        "import sys; import clara_wf.kube, clara_wf.kube_engine, clara_wf.events; "
+        "import sys; import clara_wf.kube, clara_wf.engines.kubernetes, clara_wf.events; "
         "print('kubernetes' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -88,7 +90,7 @@ def test_trtis_uri_is_service_dot_namespace_port_8000():
 
 
 def test_workflow_set_string_is_the_seed_call(tmp_path):
-    values = kube_engine.workflow_set_string(
+    values = workflow_set_string(
         workflow_id="ai-only",
         job_id="00000000-0000-0000-0000-000000000000",
         payloads_host_path=tmp_path / "test-data",
@@ -107,7 +109,7 @@ def test_workflow_set_string_is_the_seed_call(tmp_path):
 
 def test_workflow_set_string_makes_relative_paths_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    values = kube_engine.workflow_set_string(workflow_id="w", job_id="j", payloads_host_path=Path("test-data"),
+    values = workflow_set_string(workflow_id="w", job_id="j", payloads_host_path=Path("test-data"),
                                              trtis_uri="u", run_simple=False)
     assert values["workflow.payloads.hostPath"] == str(tmp_path / "test-data")
     assert values["runSimple"] == "FALSE"

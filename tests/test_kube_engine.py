@@ -13,19 +13,27 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_kube_api import (  # noqa: E402
-    FakeKubeAPI, Json, cs_running, cs_terminated, cs_waiting, deployment, error, listing, script_job_run,
+    FakeKubeAPI,
+    Json,
+    cs_running,
+    cs_terminated,
+    cs_waiting,
+    deployment,
+    script_job_run,
 )
 
-from clara_wf import kube, kube_engine  # noqa: E402
+from clara_wf import kube  # noqa: E402
+from clara_wf.engines import kubernetes as kube_engine  # noqa: E402
 from clara_wf.errors import ClusterError, ExternalToolError, InputError  # noqa: E402
 from clara_wf.events import Info, LogLine, StageUpdate  # noqa: E402
+from clara_wf.workflow import workflow_set_string  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "nvapi-ENGINE-KEY-9d8c7b6a5f4e"
@@ -81,7 +89,7 @@ def charts(tmp_path):
 
 
 def _values(tmp_path):
-    return kube_engine.workflow_set_string(workflow_id="ai-only", job_id="00000000-0000-0000-0000-000000000000",
+    return workflow_set_string(workflow_id="ai-only", job_id="00000000-0000-0000-0000-000000000000",
                                            payloads_host_path=tmp_path / "test-data", trtis_uri="")
 
 
@@ -348,7 +356,7 @@ def test_real_helm_install_command_for_the_workflow(tmp_path, binary):
     except Exception as exc:  # noqa: BLE001 - no helm binary here
         pytest.skip(f"helm not available: {exc}")
     chart = ROOT / "charts" / "clara-workflow"
-    values = kube_engine.workflow_set_string(workflow_id="ai-only", job_id="00000000-0000-0000-0000-000000000000",
+    values = workflow_set_string(workflow_id="ai-only", job_id="00000000-0000-0000-0000-000000000000",
                                              payloads_host_path=Path("/data/my test,data=1"),
                                              trtis_uri=kube_engine.trtis_uri("trtis", "clara"))
     argv = helm.install_command(RELEASE, chart, namespace="clara", set_string=values, wait=True, timeout="20s",

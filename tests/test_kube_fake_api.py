@@ -18,8 +18,21 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_kube_api import (  # noqa: E402
-    Delay, FakeKubeAPI, Json, Stream, cs_running, cs_terminated, cs_waiting, deployment, error, event,
-    gone_event, job, listing, pod, script_job_run, status,
+    Delay,
+    FakeKubeAPI,
+    Json,
+    Stream,
+    cs_running,
+    cs_terminated,
+    cs_waiting,
+    deployment,
+    error,
+    event,
+    gone_event,
+    job,
+    listing,
+    pod,
+    script_job_run,
 )
 
 from clara_wf import kube  # noqa: E402

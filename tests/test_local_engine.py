@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import JOB, REPO, assert_error_last_line, run_cli
 from workflow_helpers import add_workflow, python_stage
 
@@ -162,13 +161,13 @@ def test_sigterm_stops_every_stage_process_like_ctrl_c(project):
 
 def test_a_triton_started_for_runs_stays_while_another_run_holds_its_job(tmp_path):
     """Run A must not stop the Triton that run B (another job) still uses."""
-    from clara_wf import local_engine
+    from clara_wf.job_lock import job_lock, other_jobs_running
 
     state = tmp_path / "state"
-    with local_engine.job_lock(state, "11111111-1111-1111-1111-111111111111"):
-        assert local_engine._other_runs_active(state, "22222222-2222-2222-2222-222222222222")
-        assert not local_engine._other_runs_active(state, "11111111-1111-1111-1111-111111111111")
-    assert not local_engine._other_runs_active(state, "22222222-2222-2222-2222-222222222222")
+    with job_lock(state, "11111111-1111-1111-1111-111111111111"):
+        assert other_jobs_running(state, "22222222-2222-2222-2222-222222222222")
+        assert not other_jobs_running(state, "11111111-1111-1111-1111-111111111111")
+    assert not other_jobs_running(state, "22222222-2222-2222-2222-222222222222")
 
 
 def _count(marker: str) -> int:

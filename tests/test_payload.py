@@ -6,9 +6,9 @@ import subprocess
 import textwrap
 
 import pytest
+from runner_helpers import PY, clean_env
 
 from clara_wf.payload import ClaraPayload, PayloadEntry, PayloadError, clara_payload, parse_paths
-from runner_helpers import PY, clean_env
 
 
 def entries(value):

@@ -7,12 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from runner_helpers import PY, REPO, Run, clean_env, touch_program
 
 from clara_wf.runner import (
     EXIT_CONFIG,
@@ -23,7 +23,6 @@ from clara_wf.runner import (
 )
 from clara_wf.runner import procs
 from clara_wf.runner.wait import FAILED, READY, check
-from runner_helpers import PY, REPO, Run, clean_env, touch_program
 
 PY38 = Path("/root/.pyenv/versions/3.8.18/bin/python3.8")
 

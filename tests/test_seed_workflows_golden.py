@@ -8,7 +8,6 @@ them, for a change that is meant to alter these manifests.
 from __future__ import annotations
 
 import pytest
-
 from conftest import helm_binary
 from seed_render import GOLDEN, SEED_WORKFLOWS, render_all
 

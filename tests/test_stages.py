@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_cli, tree_digest
 
 from clara_wf import charts, fsio
 from clara_wf.errors import InputError
 from clara_wf.project import find_project
-from conftest import assert_one_line_error, run_cli, tree_digest
 
 VALUES = "charts/clara-workflow/values.yaml"
 STAGES = "charts/clara-workflow/templates/stages"

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from triton_helpers import MODEL_NAME, MODELS, free_port, triton_server
 
 from clara_wf import triton_local
 from clara_wf.errors import ExternalToolError, InputError
-from triton_helpers import MODEL_NAME, MODELS, free_port, triton_server
 
 
 def _write_model(repo: Path, name: str = "m", *, config: bool = True, version: bool = True) -> Path:

@@ -83,7 +83,7 @@ class Driver:
                 payload.input_entries
                 payload.output_entries
             except PayloadError as e:
-                raise ConfigError([str(e)], cfg.stage, cfg.lock_path)
+                raise ConfigError([str(e)], cfg.stage, cfg.lock_path) from None
         except ConfigError as err:
             report_config_error(err, env.get(var("JOBID"), ""), env.get(var("JOBNAME"), ""))
             return EXIT_CONFIG

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
-import json
+import dataclasses
 import os
 import queue
 import shutil
@@ -34,23 +33,37 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Dict, List, Optional, Tuple
 
-from clara_wf import rendering
-from clara_wf.errors import ClaraWfError, ExternalToolError, InputError
-from clara_wf.events import DONE, FAILED, RUNNING, WAITING, EventSink, Info, JobOutcome, LogLine, StageUpdate, ignore
+from clara_wf import engines, rendering
+from clara_wf.engines.base import SANDBOXES, RunPlan
+from clara_wf.errors import ExternalToolError, InputError
+from clara_wf.events import (
+    DONE,
+    FAILED,
+    RUNNING,
+    STOPPED,
+    WAITING,
+    EventSink,
+    Info,
+    JobOutcome,
+    LogLine,
+    StageState,
+    StageUpdate,
+    TritonReady,
+)
+from clara_wf.job_lock import other_jobs_running
 from clara_wf.runner import protocol
 from clara_wf.workflow import WorkflowRun
 
-SANDBOXES = ("auto", "bwrap", "none")
 STOP_GRACE_S = 5.0
 POLL_S = 0.01
 PYTHON_NAMES = {"python", "python3"}
 RUNNER_MODULE = "clara_wf.runner"
 # Where clara_wf can be imported from without site-packages (for `python -S -m clara_wf.runner`).
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 # What a stage process inherits from the host (a pod's container inherits nothing).
 HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", protocol.POLL_ENV)
 
@@ -75,7 +88,7 @@ class StagePlan:
 @dataclass
 class StageRecord:
     name: str
-    state: str = WAITING
+    state: StageState = WAITING
     started: Optional[float] = None
     ended: Optional[float] = None
     exit_code: Optional[int] = None
@@ -206,10 +219,10 @@ def _link_app_dir(plan: StagePlan, app: Path) -> None:
 def _bwrap_argv(plan: StagePlan) -> List[str]:
     """A private root that binds the host's top-level folders, with the pod's paths on top."""
     argv = ["bwrap", "--die-with-parent", "--tmpfs", "/"]
-    for entry in sorted(os.listdir("/")):
-        if entry in ("proc", "dev"):
+    for top in sorted(os.listdir("/")):
+        if top in ("proc", "dev"):
             continue
-        path = f"/{entry}"
+        path = f"/{top}"
         if os.path.islink(path):
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
@@ -237,26 +250,6 @@ def _pump(stream, stage: str, sink: "queue.Queue") -> None:
     for raw in iter(stream.readline, b""):
         sink.put(LogLine(stage, raw.decode("utf-8", "replace").rstrip("\n")))
     stream.close()
-
-
-@contextlib.contextmanager
-def job_lock(state_dir: Path, job_id: str):
-    """One run per job at a time: a second `test` on the same job is refused at once."""
-    folder = state_dir / "jobs"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{job_id}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise InputError(f"job {job_id} is already running (clara-wf pid {holder}); wait for it or stop it first") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _terminate(procs: Dict[str, subprocess.Popen], grace: float = STOP_GRACE_S) -> None:
@@ -294,67 +287,77 @@ def _payload_inputs(run: WorkflowRun, plans: List[StagePlan], pod: dict) -> List
     return list(dict.fromkeys(found))
 
 
-def run_workflow(
-    run: WorkflowRun,
-    *,
-    trtis_uri: Optional[str] = None,
-    timeout: float = 1800,
-    on_event: EventSink = ignore,
-    release: str = "test-wf",
-    sandbox: str = "auto",
-    helm=None,
-) -> JobOutcome:
-    """Run the workflow on this machine; the outcome says which stage failed, if any."""
-    sandbox = choose_sandbox(sandbox)
+class LocalEngine:
+    """Each container of the workflow's pod as a process on this machine."""
+
+    name = "local"
+    uses_images = False
+
+    def run(self, plan: RunPlan, sink: EventSink) -> JobOutcome:
+        return run_workflow(plan, sink)
+
+    def planned_trtis_uri(self, plan: RunPlan) -> Optional[str]:
+        return None  # the local Triton's address is known once it is up
+
+
+engines.register(LocalEngine())
+
+
+def run_workflow(plan: RunPlan, on_event: EventSink, helm=None) -> JobOutcome:
+    """Run the workflow on this machine; the outcome says which stage failed, if any.
+
+    The caller holds the job's lock (``clara_wf.job_lock``) and keeps the run record.
+    """
+    run, trtis_uri = plan.run, plan.trtis_uri
+    sandbox = choose_sandbox(plan.sandbox)
     state_dir = run.project.state_dir
     started = time.monotonic()
     timings: Dict[str, object] = {}
-    with job_lock(state_dir, run.job_id):
-        # Render once to check everything before anything starts (Triton takes seconds).
-        t0 = time.monotonic()
-        work_dir = state_dir / "runs" / run.job_id
-        pod = rendering.job_pod_spec(rendering.render_documents(run, release=release, helm=helm))
-        plans = plan_stages(run, pod, work_dir, sandbox)
-        timings["render_s"] = time.monotonic() - t0
-        for folder in _payload_inputs(run, plans, pod):
-            if not folder.is_dir():
-                raise InputError(f"the job's input folder {folder} is missing: put the input of the workflow's first stage there")
+    # Render once to check everything before anything starts (Triton takes seconds).
+    t0 = time.monotonic()
+    work_dir = state_dir / "runs" / run.job_id
+    pod = rendering.job_pod_spec(rendering.render_documents(run, release=plan.release, helm=helm))
+    plans = plan_stages(run, pod, work_dir, sandbox)
+    timings["render_s"] = time.monotonic() - t0
+    for folder in _payload_inputs(run, plans, pod):
+        if not folder.is_dir():
+            raise InputError(f"the job's input folder {folder} is missing: put the input of the workflow's first stage there")
 
-        triton_started = None
-        try:
-            if run.needs_triton:
-                t0 = time.monotonic()
-                from clara_wf import triton_local
+    triton_started = None
+    try:
+        if run.needs_triton:
+            t0 = time.monotonic()
+            from clara_wf import triton_local
 
-                if trtis_uri:
-                    on_event(Info(f"checking Triton at {trtis_uri} ..."))
-                    triton_local.wait_ready(trtis_uri, timeout=10)
-                    run.trtis_uri = trtis_uri
-                else:
-                    instance = triton_local.start(
-                        state_dir, run.project.test_data_dir / "models",
-                        progress=lambda message: on_event(Info(message)),
-                    )
-                    if not instance.already_running:
-                        _auto_triton_marker(state_dir).write_text(str(os.getpid()))
-                    if _auto_triton_marker(state_dir).exists():
-                        triton_started = instance  # started for runs: the last run using it stops it
-                    on_event(Info(f"Triton {'already running' if instance.already_running else 'started'} at {instance.uri}"))
-                    run.trtis_uri = instance.uri
-                timings["triton_start_s"] = time.monotonic() - t0
-                t0 = time.monotonic()
-                plans = plan_stages(run, rendering.job_pod_spec(rendering.render_documents(run, release=release, helm=helm)),
-                                    work_dir, sandbox)
-                timings["render_s"] = float(timings["render_s"]) + time.monotonic() - t0
-            elif trtis_uri:
-                run.trtis_uri = trtis_uri
-            outcome = _run_stages(run, plans, work_dir, sandbox, timeout, on_event, timings)
-        finally:
-            if triton_started is not None:
-                _release_triton(state_dir, run.job_id, on_event, timings)
-        timings["total_s"] = time.monotonic() - started
-        outcome.timings = timings
-        return outcome
+            if trtis_uri:
+                on_event(Info(f"checking Triton at {trtis_uri} ..."))
+                triton_local.wait_ready(trtis_uri, timeout=10)
+                uri = trtis_uri
+            else:
+                instance = triton_local.start(
+                    state_dir, run.project.test_data_dir / "models",
+                    progress=lambda message: on_event(Info(message)),
+                )
+                if not instance.already_running:
+                    _auto_triton_marker(state_dir).write_text(str(os.getpid()))
+                if _auto_triton_marker(state_dir).exists():
+                    triton_started = instance  # started for runs: the last run using it stops it
+                on_event(Info(f"Triton {'already running' if instance.already_running else 'started'} at {instance.uri}"))
+                uri = instance.uri
+            run = dataclasses.replace(run, trtis_uri=uri)
+            on_event(TritonReady(uri))
+            timings["triton_start_s"] = time.monotonic() - t0
+            t0 = time.monotonic()
+            plans = plan_stages(run, rendering.job_pod_spec(rendering.render_documents(run, release=plan.release, helm=helm)),
+                                work_dir, sandbox)
+            timings["render_s"] = float(timings["render_s"]) + time.monotonic() - t0  # type: ignore[arg-type]
+        outcome = _run_stages(plans, work_dir, sandbox, plan.timeout, on_event, timings)
+    finally:
+        if triton_started is not None:
+            _release_triton(state_dir, run.job_id, on_event, timings)
+    timings["total_s"] = time.monotonic() - started
+    outcome.timings = timings
+    return outcome
 
 
 def _auto_triton_marker(state_dir: Path) -> Path:
@@ -362,26 +365,11 @@ def _auto_triton_marker(state_dir: Path) -> Path:
     return state_dir / "triton.auto"
 
 
-def _other_runs_active(state_dir: Path, job_id: str) -> bool:
-    """Does another `clara-wf test` hold its job lock right now?"""
-    for lock in (state_dir / "jobs").glob("*.lock"):
-        if lock.stem == job_id:
-            continue
-        fd = os.open(lock, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-    return False
-
-
 def _release_triton(state_dir: Path, job_id: str, on_event: EventSink, timings: Dict[str, object]) -> None:
     """Stop the Triton that runs started, unless another run still uses it (it stops it then)."""
     from clara_wf import triton_local
 
-    if _other_runs_active(state_dir, job_id):
+    if other_jobs_running(state_dir, job_id):
         with contextlib.suppress(Exception):
             on_event(Info("leaving the local Triton running: another run still uses it"))
         return
@@ -397,7 +385,7 @@ def _release_triton(state_dir: Path, job_id: str, on_event: EventSink, timings: 
 
 def _prepare_folders(plans: List[StagePlan], work_dir: Path, sandbox: str) -> None:
     for plan in plans:
-        for pod_path, host in plan.mounts:
+        for _, host in plan.mounts:
             host.mkdir(parents=True, exist_ok=True)  # the first input was checked to exist
         if sandbox == "none":
             _link_app_dir(plan, work_dir / plan.name / "app")
@@ -419,7 +407,7 @@ def _stage_env(plan: StagePlan) -> Dict[str, str]:
     return env
 
 
-def _run_stages(run, plans, work_dir, sandbox, timeout, on_event, timings) -> JobOutcome:
+def _run_stages(plans, work_dir, sandbox, timeout, on_event, timings) -> JobOutcome:
     _prepare_folders(plans, work_dir, sandbox)
     records = {p.name: StageRecord(p.name) for p in plans}
     procs: Dict[str, subprocess.Popen] = {}
@@ -445,17 +433,26 @@ def _run_stages(run, plans, work_dir, sandbox, timeout, on_event, timings) -> Jo
         outcome = _watch(plans, procs, records, logs, timeout, on_event)
     except BaseException:
         _terminate(procs)
-        _drain(logs, on_event)
+        with contextlib.suppress(Exception):  # the display may be gone (a closed pipe)
+            _drain(logs, on_event)
+        by_name = {p.name: p for p in plans}
         for name, record in records.items():
             if record.state not in (DONE, FAILED):
-                record.state, record.status, record.ended = "stopped", "interrupted", time.time()
+                record.state, record.status, record.ended = STOPPED, "interrupted", time.time()
                 record.exit_code = procs[name].returncode if name in procs else None
-        _write_run_record(run, plans, records, interrupted=True)
+                with contextlib.suppress(Exception):
+                    on_event(_update(record, by_name[name]))
         raise
     _drain(logs, on_event)
     timings["stages"] = {r.name: (r.ended - r.started) if r.started and r.ended else None for r in records.values()}
-    _write_run_record(run, plans, records)
     return outcome
+
+
+def _update(record: StageRecord, plan: StagePlan) -> StageUpdate:
+    """The stage's state as an event, with what the run record keeps."""
+    return StageUpdate(record.name, record.state, record.detail, record.exit_code, status=record.status,
+                       started=record.started, ended=record.ended,
+                       log=str(plan.log_file) if plan.log_file else None)
 
 
 def _drain(logs: "queue.Queue", on_event: EventSink) -> None:
@@ -483,12 +480,12 @@ def _watch(plans, procs, records, logs, timeout, on_event) -> JobOutcome:
             if record.state == WAITING and all((plan.lock_dir / w).exists() for w in plan.wait_names):
                 if code is None or (plan.lock_dir / plan.lock_name).exists():
                     record.state, record.started = RUNNING, time.time()
-                    on_event(StageUpdate(name, RUNNING))
+                    on_event(_update(record, plan))
             if code is None:
                 continue
             pending.discard(name)
             _finish(plan, record, code)
-            on_event(StageUpdate(name, record.state, record.detail, record.exit_code))
+            on_event(_update(record, plan))
         if deadline is not None and time.monotonic() > deadline and pending:
             timed_out = True
             _terminate({n: procs[n] for n in pending})
@@ -498,12 +495,12 @@ def _watch(plans, procs, records, logs, timeout, on_event) -> JobOutcome:
                 record.exit_code = procs[name].returncode
                 record.detail = f"stopped: the run took longer than --timeout {timeout:g} s"
                 record.status = "timeout"
-                on_event(StageUpdate(name, FAILED, record.detail, record.exit_code))
+                on_event(_update(record, by_name[name]))
             break
 
     failed = [r for r in records.values() if r.state == FAILED]
     root = _root_cause(failed, by_name)
-    stages = {r.name: StageUpdate(r.name, r.state, r.detail, r.exit_code) for r in records.values()}
+    stages = {r.name: _update(r, by_name[r.name]) for r in records.values()}
     if timed_out:
         message = f"the workflow did not finish within {timeout:g} s (still running: {', '.join(r.name for r in failed)})"
     elif root:
@@ -547,34 +544,3 @@ def _root_cause(failed: List[StageRecord], plans: Dict[str, StagePlan]) -> Optio
         return None
     own = [r for r in failed if r.status != protocol.STATUS_UPSTREAM_FAILED]
     return min(own or failed, key=lambda r: r.ended or 0)
-
-
-def _write_run_record(run: WorkflowRun, plans, records, interrupted: bool = False) -> Path:
-    """``run.json`` in the job's payload: what ran, when, and how it ended."""
-    path = run.job_dir / "run.json"
-    by_name = {p.name: p for p in plans}
-    data = {
-        "workflow": run.workflow_id,
-        "job_id": run.job_id,
-        "job_name": run.job_name,
-        "engine": "local",
-        "interrupted": interrupted,
-        "trtis_uri": run.trtis_uri,
-        "stages": [
-            {
-                "stage": r.name,
-                "state": r.state,
-                "status": r.status,
-                "start": protocol.iso_time(r.started) if r.started else None,
-                "end": protocol.iso_time(r.ended) if r.ended else None,
-                "exit_code": r.exit_code,
-                "detail": r.detail,
-                "log": str(by_name[r.name].log_file) if by_name[r.name].log_file else None,
-            }
-            for r in records.values()
-        ],
-    }
-    tmp = path.with_name(".run.json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path

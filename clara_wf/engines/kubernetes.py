@@ -13,38 +13,25 @@ uninstall of every release it installed itself, also when interrupted (Ctrl-C).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
+from clara_wf import engines
+from clara_wf.engines.base import RunPlan
 from clara_wf.errors import ClaraWfError, ClusterError, InputError
-from clara_wf.events import Event, Info, JobOutcome, StageUpdate, ignore
-from clara_wf.workflow import DEFAULT_JOB_NAME, workflow_set_string  # the seed's run-time values
+from clara_wf.events import Event, EventSink, Info, JobOutcome, TritonReady, ignore
+from clara_wf.helm import helm_timeout
 
 DEFAULT_TRTIS_RELEASE = "trtis"
 WORKFLOW_CHART_NAME = "clara-workflow"
 TRTIS_CHART_NAME = "trtis"
 TRTIS_HTTP_PORT = 8000
 
-__all__ = [
-    "JobOutcome",
-    "StageUpdate",
-    "chart_fullname",
-    "install_trtis",
-    "run_workflow",
-    "set_ngc_api_key",
-    "trtis_service_name",
-    "trtis_uri",
-    "uninstall_trtis",
-    "workflow_job_name",
-    "workflow_set_string",
-]
-
-
 class HelmLike(Protocol):
     """The part of ``clara_wf.helm.Helm`` used here."""
 
-    major: int
+    @property
+    def major(self) -> int: ...
 
     def install(self, release: str, chart: Path, *, namespace: str, set_string: Dict[str, str], wait: bool = True,
                 timeout: str = "10m", kube_context: Optional[str] = None) -> str: ...
@@ -76,10 +63,6 @@ def trtis_service_name(release: str = DEFAULT_TRTIS_RELEASE) -> str:
 def trtis_uri(release: str = DEFAULT_TRTIS_RELEASE, namespace: str = "default") -> str:
     """What ``test`` passes as ``trtisUri``: ``<service>.<namespace>:8000``."""
     return f"{trtis_service_name(release)}.{namespace}:{TRTIS_HTTP_PORT}"
-
-
-def _helm_timeout(seconds: float) -> str:
-    return f"{max(1, int(math.ceil(seconds)))}s"
 
 
 def _kube(namespace: str, kube_context: Optional[str], kubeconfig: Optional[str]) -> Any:
@@ -138,7 +121,7 @@ def install_trtis(
             on_event(Info(f"Triton is not deployed; installing release {release} in namespace {namespace}"))
             # wait=False: our own wait below fails at once on an image that cannot be pulled
             helm.install(release, chart, namespace=namespace, set_string={}, wait=False,
-                         timeout=_helm_timeout(timeout), kube_context=kube_context)
+                         timeout=helm_timeout(timeout), kube_context=kube_context)
         kube.wait_deployment_ready(name, timeout=timeout, on_event=on_event, what=f"Triton deployment {name}")
     on_event(Info(f"Triton is ready at {uri}"))
     return uri, already
@@ -224,17 +207,18 @@ def run_workflow(
                 on_event(Info(f"Triton is not deployed; installing release {trtis_release}"))
                 installed.append(trtis_release)  # before the call: a half-done install is cleaned up too
                 helm.install(trtis_release, chart, namespace=namespace, set_string={}, wait=False,
-                             timeout=_helm_timeout(trtis_timeout), kube_context=kube_context)
+                             timeout=helm_timeout(trtis_timeout), kube_context=kube_context)
                 kube.wait_deployment_ready(trtis_service_name(trtis_release), timeout=trtis_timeout,
                                            on_event=on_event, what=f"Triton deployment {trtis_service_name(trtis_release)}")
             values["trtisUri"] = trtis_uri(trtis_release, namespace)
             on_event(Info(f"Triton is ready at {values['trtisUri']}"))
+            on_event(TritonReady(values["trtisUri"]))
         # 3. the workflow: helm waits for the PVC (and, Helm 4, for the Job to start);
         # the Job itself is watched below, which fails fast on image-pull errors
         on_event(Info(f"installing release {release} (job {job_name}) in namespace {namespace}"))
         installed.append(release)
         helm.install(release, chart_dir, namespace=namespace, set_string=values, wait=True,
-                     timeout=_helm_timeout(timeout), kube_context=kube_context)
+                     timeout=helm_timeout(timeout), kube_context=kube_context)
         # 4. watch
         outcome = kube.watch_job(job_name, stages=stages, timeout=timeout, on_event=on_event)
         return outcome
@@ -262,3 +246,36 @@ def _uninstall_all(helm: HelmLike, releases: List[str], namespace: str, kube_con
         except KeyboardInterrupt:
             on_event(Info(f"interrupted: release {rel} may remain; run `helm uninstall {rel} -n {namespace}`"))
             raise
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class KubernetesEngine:
+    """The workflow chart installed with helm; its Job watched on the cluster."""
+
+    name = "kubernetes"
+    uses_images = True
+
+    def run(self, plan: RunPlan, sink: EventSink) -> JobOutcome:
+        import os
+
+        from clara_wf.helm import Helm
+
+        run = plan.run
+        return run_workflow(
+            Helm(), run.project.chart_dir, release=plan.release, namespace=plan.namespace,
+            kube_context=plan.kube_context, set_string=run.set_string(), timeout=plan.timeout, keep=plan.keep,
+            on_event=sink, ngc_key=os.environ.get("NGC_API_KEY"), stages=list(run.stages),
+            trtis_release=DEFAULT_TRTIS_RELEASE if run.needs_triton and not plan.trtis_uri else None,
+            trtis_chart=run.project.trtis_chart_dir,
+        )
+
+    def planned_trtis_uri(self, plan: RunPlan) -> Optional[str]:
+        """The Triton release this engine installs when the workflow needs one and none is given."""
+        if plan.run.needs_triton and not plan.trtis_uri:
+            return trtis_uri(DEFAULT_TRTIS_RELEASE, plan.namespace)
+        return None
+
+
+engines.register(KubernetesEngine())
