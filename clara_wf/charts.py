@@ -24,7 +24,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence
 
 from clara_wf import fsio, journal
 from clara_wf import values_edit as ve

@@ -8,7 +8,6 @@ any stage started (bad input, no Triton) leaves no record.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -87,8 +86,8 @@ class RunRecorder:
 
 def write(run: WorkflowRun, record: Dict[str, Any], folder: Optional[Path] = None) -> Path:
     """Write the record into the job's folder, all at once (a reader never sees half of it)."""
+    from clara_wf import fsio
+
     path = (folder or run.job_dir) / RECORD_NAME
-    tmp = path.with_name(f".{RECORD_NAME}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    fsio.atomic_write(path, json.dumps(record, indent=2) + "\n")
     return path

@@ -155,7 +155,7 @@ def archive_previous(layout: JobLayout, keep: int = DEFAULT_KEEP, clean: bool = 
     """Move the previous run's generated files to ``runs/<its id>/`` (or delete them with
     ``clean``); the id they went under, or None when there was nothing."""
     job_dir = layout.job_dir
-    present = []
+    present: List[str] = []
     for rel in layout.generated():
         if any(_within(rel, done) for done in present):
             continue
@@ -232,7 +232,7 @@ def sha256_of(path: Path) -> str:
 def output_files(job_dir: Path, folders: Iterable[str]) -> List[Dict[str, Any]]:
     """Every regular file under the stage's output folders: path (relative to the job
     folder), size, SHA-256. Symbolic links are listed by target text, not followed."""
-    files = []
+    files: List[Dict[str, Any]] = []
     for folder in folders:
         root = job_dir / folder
         if not root.exists():

@@ -253,7 +253,7 @@ def mapping_region(path: Path, root, lines: List[str], key: str) -> MappingRegio
     names = [k for k, _, _ in top]
     if key not in names:
         raise InputError(f"{path} has no top-level '{key}:' mapping")
-    is_null = isinstance(node, ScalarNode) and node.tag.endswith(":null")
+    is_null = isinstance(node, ScalarNode) and str(node.tag).endswith(":null")
     if not is_null and not isinstance(node, MappingNode):
         raise InputError(f"{path}: '{key}' must be a mapping")
     if isinstance(node, MappingNode) and node.flow_style:

@@ -20,8 +20,8 @@ from clara_wf.runner import (
     EXIT_TIMEOUT,
     EXIT_UPSTREAM_FAILED,
     WaitTarget,
+    procs,
 )
-from clara_wf.runner import procs
 from clara_wf.runner.wait import FAILED, READY, check
 
 PY38 = Path("/root/.pyenv/versions/3.8.18/bin/python3.8")

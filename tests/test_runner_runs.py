@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import random
 import re
@@ -14,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from runner_helpers import PY, Run
 
 from clara_wf.runner import EXIT_LOCK_WRITE, EXIT_LOCKDIR_GONE, EXIT_RUN_TIMEOUT, protocol
-from runner_helpers import PY, Run, clean_env
 
 
 @pytest.fixture

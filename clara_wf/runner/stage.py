@@ -231,7 +231,7 @@ def _command(argv: List[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def _tee(src: int, dst: int, log: Callable[[bytes], None]) -> None:
+def _tee(src: int, dst: int, log: Callable[[List[bytes]], None]) -> None:
     """Copy the program's stream to the container's stream as it comes, and to the log line
     by line (``log`` stamps each line with the time)."""
     partial = b""
