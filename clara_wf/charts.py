@@ -270,6 +270,7 @@ class StageChange:
     stage_dir: Path
     values_file: Path
     notes: List[str] = field(default_factory=list)
+    created_folders: List[Path] = field(default_factory=list)  # more_folders that were made
 
 
 def workflows_using(data, name: str) -> List[str]:
@@ -282,21 +283,35 @@ def workflows_using(data, name: str) -> List[str]:
     )
 
 
-def create_stage(project: Project, name: str) -> StageChange:
+def create_stage(project: Project, name: str, *, more_folders: Optional[Dict[Path, Dict[str, str]]] = None) -> StageChange:
+    """``cs``; ``more_folders`` (folder → file name → content, e.g. the stage's operator app)
+    land in the same transaction, each unless it exists already (kept as it is)."""
     check_stage_name(name)
     values_file = project.values_file
     with chart_lock(project) as notes:
         text = ve.read_text(values_file)
         planned = scaffold(project, [name], text)
         tx = journal.Transaction(project.chart_dir, f"cs {name}")
+        created = []
         try:
             target = stage_folder(tx, project, name, planned.files[name])
+            for folder, files in (more_folders or {}).items():
+                if os.path.lexists(folder):
+                    continue
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                staging = tx.new_folder(folder)
+                for file_name, content in files.items():
+                    with open(fsio.open_nofollow(staging / file_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w",
+                              encoding="utf-8", newline="") as handle:
+                        handle.write(content)
+                os.chmod(staging, 0o755)
+                created.append(folder)
             tx.write(values_file, text, planned.text)
         except BaseException:
             tx.discard()
             raise
         tx.commit()
-    return StageChange(name, target, values_file, notes)
+    return StageChange(name, target, values_file, notes, created)
 
 
 def delete_stage(project: Project, name: str, force: bool = False) -> StageChange:

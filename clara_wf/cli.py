@@ -124,30 +124,66 @@ def list_stages(
             echo(name)
 
 
-@command("create_stage", "create", "cs", help="Scaffold a stage from stages/template and add its default values.")
-def create_stage(ctx: typer.Context, name: str = typer.Argument(..., help="Stage name (a DNS-1123 label).")) -> None:
-    from clara_wf import charts
+@command("create_stage", "create", "cs", help="Scaffold a stage: its chart templates and values, and its operator app in apps/NAME.")
+def create_stage(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Stage name (a DNS-1123 label)."),
+    no_app: bool = typer.Option(False, "--no-app", help="Only the chart half: no apps/NAME (main.py, requirements.txt, Dockerfile, env.list)."),
+) -> None:
+    from clara_wf import scaffold
 
-    change = charts.create_stage(_state(ctx).project(), name)
-    for line in change.notes:
+    project = _state(ctx).project()
+    done = scaffold.create_stage(project, name, app=not no_app)
+    for line in done.change.notes:
         note(f"note: {line}")
-    echo(f"Stage '{name}' is created at: {change.stage_dir}")
-    echo(f"Default values for Stage '{name}' are added to: {change.values_file}")
+    echo(f"Stage '{name}' is created at: {done.change.stage_dir}")
+    echo(f"Default values for Stage '{name}' are added to: {done.change.values_file}")
+    if done.app_created:
+        echo(f"Operator app for Stage '{name}' is created at: {done.app_dir} "
+             "(main.py, requirements.txt, Dockerfile, env.list)")
+    elif done.app_created is False:
+        echo(f"Operator app for Stage '{name}' is kept as it is: {done.app_dir}")
+    if done.app_created is None and not done.app_dir.is_dir():
+        echo(f"No operator app (--no-app): set stages.{name}.source and command in values.yaml, "
+             f"or run `clara-wf ds {name}` and `clara-wf cs {name}` for one")
+        return
+    job_input = project.test_data_dir / DEFAULT_JOB / name / "input"
+    echo("Next steps:")
+    echo(f"  1. Write the stage's code in {_shown(done.app_dir / 'main.py')} "
+         f"(its libraries in {_shown(done.app_dir / 'requirements.txt')})")
+    echo(f"  2. Put sample input in {_shown(job_input)}/ (another job: test-data/<job UUID>/{name}/input/)")
+    echo(f"  3. Run the stage alone: clara-wf test --stage {name} [JOB]")
+    echo(f"  4. Add it to a workflow (workflows: in {_shown(done.change.values_file)}), then: clara-wf test WORKFLOW [JOB]")
+    echo(f"  5. Build its image: podman build -t {name}:latest -f {_shown(done.app_dir / 'Dockerfile')} {_shown(project.root)}")
 
 
-@command("delete_stage", "delete", "ds", help="Delete a stage's folder and its values block.")
+def _shown(path: Path) -> str:
+    """A path as short as it can be said from here (relative when below the current folder)."""
+    try:
+        return str(path.relative_to(Path.cwd())) or "."
+    except ValueError:
+        return str(path)
+
+
+@command("delete_stage", "delete", "ds", help="Delete a stage's folder and its values block (and apps/NAME while unchanged from the scaffold).")
 def delete_stage(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Stage name."),
     force: bool = typer.Option(False, "--force", "-f", help="Delete even when workflows use the stage."),
 ) -> None:
-    from clara_wf import charts
+    from clara_wf import charts, scaffold
 
-    change = charts.delete_stage(_state(ctx).project(), name, force=force)
+    project = _state(ctx).project()
+    change = charts.delete_stage(project, name, force=force)
     for line in change.notes:
         note(f"note: {line}")
     echo(f"Stage '{name}' is deleted from: {change.stage_dir.parent}")
     echo(f"Values for Stage '{name}' are removed from: {change.values_file}")
+    removal = scaffold.delete_app(project, name)
+    if removal.removed:
+        echo(f"Operator app for Stage '{name}' is deleted (unchanged from the scaffold): {removal.app_dir}")
+    elif removal.why_kept:
+        echo(f"Operator app for Stage '{name}' is kept, as {removal.why_kept}: {removal.app_dir}")
 
 
 # --- test -------------------------------------------------------------------------------

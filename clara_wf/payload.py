@@ -10,6 +10,10 @@ Entries come from NVIDIA_CLARA_INPUTPATHS / NVIDIA_CLARA_OUTPUTPATHS
 variables NVIDIA_CLARA_APPDIR + NVIDIA_CLARA_INPUTS / NVIDIA_CLARA_OUTPUTS. The values are
 read when asked for, so a malformed one fails where it is used, with the variable named.
 Standard library only, Python 3.8+: this module goes into stage images.
+
+``python -m clara_wf.payload SCRIPT [ARGS...]`` runs SCRIPT with ``clara_payload`` already
+a global, as Clara's pipeline driver does (``python -m nvidia_clara_pipeline_driver.app
+SCRIPT``), so an ODK operator that uses the global without importing it runs unchanged.
 """
 
 from __future__ import annotations
@@ -120,3 +124,28 @@ class ClaraPayload:
 clara_payload = ClaraPayload()
 
 __all__ = ["clara_payload", "ClaraPayload", "PayloadEntry", "PayloadError", "parse_paths"]
+
+
+def _drive(argv: List[str]) -> int:
+    """Run a script as ``__main__`` with ``clara_payload`` in its globals (the ODK's driver)."""
+    import runpy
+    import sys
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m clara_wf.payload SCRIPT [ARGS...]  (SCRIPT sees clara_payload as a global)",
+              file=sys.stderr)
+        return 2
+    script = argv[0]
+    if not os.path.isfile(script):
+        print("clara_wf.payload: %s: no such file" % script, file=sys.stderr)
+        return 2
+    sys.argv = list(argv)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    runpy.run_path(script, init_globals={"clara_payload": clara_payload}, run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_drive(sys.argv[1:]))

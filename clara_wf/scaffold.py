@@ -1,0 +1,122 @@
+"""The operator app of a stage: ``apps/NAME`` (main.py, requirements.txt, Dockerfile, env.list).
+
+``clara-wf cs NAME`` creates the chart half of a stage (``charts.create_stage``) and, here,
+the program the stage runs, as Clara's operator development kit gives a developer
+(seed 000): a working pass-through ``main.py`` over ``clara_payload``, an empty
+``requirements.txt``, a ``Dockerfile`` built from the project root (base image as a build
+argument, the stage runner and payload module copied in, the program under the runner),
+and ``env.list`` with what a stand-alone run needs. The files are rendered from
+``clara_wf/templates/app`` with the same ``[[= name =]]`` delimiters as the chart
+templates. An existing ``apps/NAME`` is never touched.
+
+``ds NAME`` removes ``apps/NAME`` only while it is exactly what ``cs`` wrote (the files
+are rendered again and compared), so no one's code is ever deleted by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from clara_wf import charts
+from clara_wf.errors import InputError
+from clara_wf.project import Project
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "app"
+APPS_DIR = "apps"
+# Left behind by running the app; not the user's work.
+_GENERATED = ("__pycache__",)
+
+
+def app_dir(project: Project, name: str) -> Path:
+    return project.root / APPS_DIR / name
+
+
+def render_app(name: str) -> Dict[str, str]:
+    """The scaffold's files for stage ``name``: file name → content."""
+    if not TEMPLATE_DIR.is_dir():
+        raise InputError(f"{TEMPLATE_DIR} is missing: the operator app template of clara-wf")
+    return {
+        source.name: charts._render(source.read_text(encoding="utf-8"), name, source)
+        for source in sorted(TEMPLATE_DIR.iterdir()) if source.is_file()
+    }
+
+
+@dataclass
+class StageScaffold:
+    """What ``cs`` did: the chart half, and the app (None: not asked; False: kept the one there)."""
+
+    change: charts.StageChange
+    app_dir: Path
+    app_created: Optional[bool]
+
+
+def create_stage(project: Project, name: str, *, app: bool = True) -> StageScaffold:
+    """``cs``: the chart stage, plus ``apps/NAME`` unless it exists or ``app`` is False.
+
+    The app lands in the chart edit's transaction (its journal): both or neither, and a
+    refused ``cs`` writes nothing.
+    """
+    charts.check_stage_name(name)
+    target = app_dir(project, name)
+    more = {target: render_app(name)} if app and not os.path.lexists(target) else {}
+    change = charts.create_stage(project, name, more_folders=more)
+    created: Optional[bool] = None if not app else target in change.created_folders
+    return StageScaffold(change, target, created)
+
+
+@dataclass
+class AppRemoval:
+    app_dir: Path
+    removed: bool
+    why_kept: str = ""  # when not removed and the folder exists
+
+
+def _app_files(folder: Path) -> Dict[str, Path]:
+    found = {}
+    for path in folder.rglob("*"):
+        parts = path.relative_to(folder).parts
+        if any(p in _GENERATED for p in parts) or path.suffix == ".pyc":
+            continue
+        if path.is_file() or path.is_symlink() or (path.is_dir() and not any(path.iterdir())):
+            found[str(path.relative_to(folder))] = path
+    return found
+
+
+def changes_from_scaffold(project: Project, name: str) -> List[str]:
+    """How ``apps/NAME`` differs from what ``cs NAME`` writes (empty: unchanged)."""
+    folder = app_dir(project, name)
+    expected = render_app(name)
+    present = _app_files(folder)
+    changed = sorted(f for f in present if f in expected and (
+        not present[f].is_file() or present[f].is_symlink()
+        or present[f].read_bytes() != expected[f].encode("utf-8")))
+    added = sorted(f for f in present if f not in expected)
+    removed = sorted(f for f in expected if f not in present)
+    return ([f"{f} changed" for f in changed] + [f"{f} added" for f in added]
+            + [f"{f} removed" for f in removed])
+
+
+def delete_app(project: Project, name: str) -> AppRemoval:
+    """``ds``: remove ``apps/NAME`` when it is the untouched scaffold; otherwise keep it and say why."""
+    folder = app_dir(project, name)
+    if not folder.is_dir() or folder.is_symlink():
+        return AppRemoval(folder, removed=False)
+    differences = changes_from_scaffold(project, name)
+    if differences:
+        shown = ", ".join(differences[:3]) + (f" and {len(differences) - 3} more" if len(differences) > 3 else "")
+        return AppRemoval(folder, removed=False, why_kept=f"it differs from the scaffold ({shown})")
+    # Rename first, so a failure midway never leaves half an app in apps/.
+    trash = Path(tempfile.mkdtemp(prefix=f"{charts.TMP_PREFIX}deleted-{name}-", dir=folder.parent))
+    os.rename(folder, trash / name)
+    shutil.rmtree(trash, ignore_errors=True)
+    try:
+        folder.parent.rmdir()  # apps/ that cs made for this one app: cs + ds gives the tree back
+    except OSError:
+        pass  # other apps live there
+    return AppRemoval(folder, removed=True)
