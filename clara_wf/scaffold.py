@@ -65,7 +65,16 @@ def create_stage(project: Project, name: str, *, app: bool = True) -> StageScaff
     charts.check_stage_name(name)
     target = app_dir(project, name)
     more = {target: render_app(name)} if app and not os.path.lexists(target) else {}
-    change = charts.create_stage(project, name, more_folders=more)
+    apps_existed = target.parent.exists()
+    try:
+        change = charts.create_stage(project, name, more_folders=more)
+    except BaseException:
+        if not apps_existed:  # the apps/ folder made for this app: its scratch, then itself if empty
+            for entry in target.parent.glob(f"{charts.TMP_PREFIX}*"):
+                shutil.rmtree(entry, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()
+        raise
     created: Optional[bool] = None if not app else target in change.created_folders
     return StageScaffold(change, target, created)
 

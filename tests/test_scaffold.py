@@ -100,8 +100,12 @@ def test_a_refused_cs_writes_nothing(project):
 def test_a_failure_writing_the_app_rolls_the_chart_half_back(project, monkeypatch):
     before = tree_digest(project)
 
-    def broken(*args, **kwargs):
-        raise OSError("disk full")
+    real_write = charts.journal.fsio.atomic_write
+
+    def broken(path, *args, **kwargs):
+        if Path(path).name == "values.yaml":
+            raise OSError("disk full")
+        return real_write(path, *args, **kwargs)
 
     monkeypatch.setattr(charts.journal.fsio, "atomic_write", broken)  # values.yaml cannot be written
     with pytest.raises(OSError):
