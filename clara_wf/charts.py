@@ -24,7 +24,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from clara_wf import fsio, journal
 from clara_wf import values_edit as ve
@@ -102,13 +102,17 @@ def recover(project: Project) -> List[str]:
     label = journal.rollback(project.chart_dir)
     if label is not None:
         notes.append(f"an interrupted `clara-wf {label}` was rolled back")
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(project.stages_dir):
-            if entry.name.startswith(TMP_PREFIX):
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    os.unlink(entry.path)
+    # Scratch of new and removed folders: stages, and the operator apps cs/ds handle
+    # (scaffold.py; `ds` of the last app parks apps/ itself in the project root).
+    for folder, prefix in ((project.stages_dir, TMP_PREFIX), (project.root / "apps", TMP_PREFIX),
+                           (project.root, f"{TMP_PREFIX}deleted-apps-")):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(folder):
+                if entry.name.startswith(prefix):
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
     fsio.remove_temp_files(project.chart_dir, project.values_file.name)
     fsio.remove_temp_files(project.chart_dir, journal.JOURNAL_NAME)
     return notes
@@ -314,7 +318,10 @@ def create_stage(project: Project, name: str, *, more_folders: Optional[Dict[Pat
     return StageChange(name, target, values_file, notes, created)
 
 
-def delete_stage(project: Project, name: str, force: bool = False) -> StageChange:
+def delete_stage(project: Project, name: str, force: bool = False, *,
+                 also_remove: Optional[Callable[[], Sequence[Path]]] = None) -> StageChange:
+    """``ds``; ``also_remove`` (asked under the chart lock, once the stage may go) names more
+    folders to remove in the same transaction (the stage's untouched operator app)."""
     if name == TEMPLATE_STAGE:
         raise InputError("'template' is the folder new stages are copied from; it cannot be deleted")
     if not is_dns_label(name):
@@ -357,6 +364,8 @@ def delete_stage(project: Project, name: str, force: bool = False) -> StageChang
         try:
             if has_folder:
                 tx.remove_folder(target)
+            for folder in (also_remove() if also_remove else ()):
+                tx.remove_folder(folder)
             tx.write(values_file, text, new_text)
         except BaseException:
             tx.discard()

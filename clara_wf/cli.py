@@ -171,15 +171,13 @@ def delete_stage(
     name: str = typer.Argument(..., help="Stage name."),
     force: bool = typer.Option(False, "--force", "-f", help="Delete even when workflows use the stage."),
 ) -> None:
-    from clara_wf import charts, scaffold
+    from clara_wf import scaffold
 
-    project = _state(ctx).project()
-    change = charts.delete_stage(project, name, force=force)
+    change, removal = scaffold.delete_stage(_state(ctx).project(), name, force=force)
     for line in change.notes:
         note(f"note: {line}")
     echo(f"Stage '{name}' is deleted from: {change.stage_dir.parent}")
     echo(f"Values for Stage '{name}' are removed from: {change.values_file}")
-    removal = scaffold.delete_app(project, name)
     if removal.removed:
         echo(f"Operator app for Stage '{name}' is deleted (unchanged from the scaffold): {removal.app_dir}")
     elif removal.why_kept:

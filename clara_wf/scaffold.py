@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from clara_wf import charts
 from clara_wf.errors import InputError
@@ -111,21 +111,24 @@ def changes_from_scaffold(project: Project, name: str) -> List[str]:
             + [f"{f} removed" for f in removed])
 
 
-def delete_app(project: Project, name: str) -> AppRemoval:
-    """``ds``: remove ``apps/NAME`` when it is the untouched scaffold; otherwise keep it and say why."""
+def delete_stage(project: Project, name: str, force: bool = False) -> Tuple[charts.StageChange, AppRemoval]:
+    """``ds``: the chart stage, and ``apps/NAME`` when it is the untouched scaffold (in the
+    same transaction; ``apps/`` goes too when nothing else is in it); otherwise the app is
+    kept and the removal says why."""
     folder = app_dir(project, name)
-    if not folder.is_dir() or folder.is_symlink():
-        return AppRemoval(folder, removed=False)
-    differences = changes_from_scaffold(project, name)
-    if differences:
-        shown = ", ".join(differences[:3]) + (f" and {len(differences) - 3} more" if len(differences) > 3 else "")
-        return AppRemoval(folder, removed=False, why_kept=f"it differs from the scaffold ({shown})")
-    # Rename first, so a failure midway never leaves half an app in apps/.
-    trash = Path(tempfile.mkdtemp(prefix=f"{charts.TMP_PREFIX}deleted-{name}-", dir=folder.parent))
-    os.rename(folder, trash / name)
-    shutil.rmtree(trash, ignore_errors=True)
-    try:
-        folder.parent.rmdir()  # apps/ that cs made for this one app: cs + ds gives the tree back
-    except OSError:
-        pass  # other apps live there
-    return AppRemoval(folder, removed=True)
+    removal = AppRemoval(folder, removed=False)
+
+    def untouched_app() -> List[Path]:
+        if not folder.is_dir() or folder.is_symlink():
+            return []
+        differences = changes_from_scaffold(project, name)
+        if differences:
+            shown = ", ".join(differences[:3]) + (f" and {len(differences) - 3} more" if len(differences) > 3 else "")
+            removal.why_kept = f"it differs from the scaffold ({shown})"
+            return []
+        removal.removed = True
+        others = [e for e in folder.parent.iterdir() if e.name != name and not e.name.startswith(charts.TMP_PREFIX)]
+        return [folder] if others else [folder.parent]
+
+    change = charts.delete_stage(project, name, force=force, also_remove=untouched_app)
+    return change, removal
