@@ -305,6 +305,7 @@ def create_stage(project: Project, name: str, *, more_folders: Optional[Dict[Pat
                 folder.parent.mkdir(parents=True, exist_ok=True)
                 staging = tx.new_folder(folder)
                 for file_name, content in files.items():
+                    (staging / file_name).parent.mkdir(parents=True, exist_ok=True)
                     with open(fsio.open_nofollow(staging / file_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w",
                               encoding="utf-8", newline="") as handle:
                         handle.write(content)

@@ -38,12 +38,13 @@ def app_dir(project: Project, name: str) -> Path:
 
 
 def render_app(name: str) -> Dict[str, str]:
-    """The scaffold's files for stage ``name``: file name → content."""
+    """The scaffold's files for stage ``name``: path relative to the app → content."""
     if not TEMPLATE_DIR.is_dir():
         raise InputError(f"{TEMPLATE_DIR} is missing: the operator app template of clara-wf")
     return {
-        source.name: charts._render(source.read_text(encoding="utf-8"), name, source)
-        for source in sorted(TEMPLATE_DIR.iterdir()) if source.is_file()
+        source.relative_to(TEMPLATE_DIR).as_posix(): charts._render(source.read_text(encoding="utf-8"), name, source)
+        for source in sorted(TEMPLATE_DIR.rglob("*"))
+        if source.is_file() and "__pycache__" not in source.parts
     }
 
 
@@ -86,11 +87,17 @@ class AppRemoval:
     why_kept: str = ""  # when not removed and the folder exists
 
 
+def _generated(relative: Path) -> bool:
+    """Left by running or building the app (bytecode, fetched wheels): not the user's work."""
+    parts = relative.parts
+    return (any(p in _GENERATED for p in parts) or relative.suffix == ".pyc"
+            or (parts[0] == "wheels" and (relative.suffix == ".whl" or relative.name == ".clara-wf-wheels")))
+
+
 def _app_files(folder: Path) -> Dict[str, Path]:
     found = {}
     for path in folder.rglob("*"):
-        parts = path.relative_to(folder).parts
-        if any(p in _GENERATED for p in parts) or path.suffix == ".pyc":
+        if _generated(path.relative_to(folder)):
             continue
         if path.is_file() or path.is_symlink() or (path.is_dir() and not any(path.iterdir())):
             found[str(path.relative_to(folder))] = path

@@ -17,7 +17,7 @@ from conftest import REPO, assert_one_line_error, run_cli, tree_digest
 
 HAVE_BWRAP = shutil.which("bwrap") is not None
 SANDBOXES = ["none", pytest.param("bwrap", marks=pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap not installed"))]
-APP_FILES = ["Dockerfile", "Dockerfile.dockerignore", "env.list", "main.py", "requirements.txt"]
+APP_FILES = ["Dockerfile", "Dockerfile.dockerignore", "env.list", "main.py", "requirements.txt", "wheels"]
 GUIDE_JOB = "11111111-1111-1111-1111-111111111111"
 
 
@@ -34,7 +34,7 @@ def test_cs_scaffolds_the_operator_app_and_prints_the_next_steps(project):
     assert "apps/my-op/main.py" in steps
     assert "test-data/00000000-0000-0000-0000-000000000000/my-op/input/" in steps
     assert "clara-wf test --stage my-op [JOB]" in steps
-    for text in (app / name for name in APP_FILES):
+    for text in (app / name for name in APP_FILES[:-1] + ["wheels/README.md"]):
         assert "[[" not in text.read_text().replace("[[:space:]]", ""), text  # every placeholder filled
     main = (app / "main.py").read_text()
     assert "from clara_wf.payload import clara_payload" in main and "clara_payload.input_entries" in main
@@ -82,7 +82,8 @@ def test_ds_keeps_an_edited_app_and_says_why(project):
     with open(app / "main.py", "a") as handle:
         handle.write("# my change\n")
     (app / "model.py").write_text("")
-    (app / "__pycache__").mkdir()  # left by running it: not the user's work
+    (app / "__pycache__").mkdir()  # left by running it or building its image: not the user's work
+    (app / "wheels" / "numpy-1.26.4-cp311-none-any.whl").write_bytes(b"PK")
     result = run_cli("ds", "my-op", cwd=project)
     assert result.returncode == 0, result.stderr
     assert "is kept, as it differs from the scaffold (main.py changed, model.py added)" in result.stdout
@@ -207,7 +208,7 @@ def test_scaffold_dockerfile_replayed_runs_the_stage_stand_alone_with_the_stdlib
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "output/s/1.dcm").read_text() == "one"
     # The requirements step is skipped while requirements.txt lists nothing (no pip needed).
-    check = re.search(r"if (grep .*?requirements.txt);", dockerfile).group(1).replace("/tmp/requirements.txt", "r.txt")
+    check = re.search(r"if (grep .*?requirements.txt);", dockerfile).group(1).replace("/tmp/deps/requirements.txt", "r.txt")
     shutil.copy(app / "requirements.txt", tmp_path / "r.txt")
     assert subprocess.run(["sh", "-c", check], cwd=tmp_path).returncode == 1
     (tmp_path / "r.txt").write_text("# a comment\n  \npydicom>=3\n")
