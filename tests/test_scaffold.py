@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, assert_one_line_error, run_cli, tree_digest
 
 from clara_wf import charts, scaffold
 from clara_wf.project import find_project
-from conftest import REPO, assert_one_line_error, run_cli, tree_digest
 
 HAVE_BWRAP = shutil.which("bwrap") is not None
 SANDBOXES = ["none", pytest.param("bwrap", marks=pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap not installed"))]
