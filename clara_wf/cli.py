@@ -192,15 +192,17 @@ def test_workflow(
     ctx: typer.Context,
     workflow_id: str = typer.Argument(DEFAULT_WORKFLOW, metavar="[WORKFLOW]", help="A key of workflows in values.yaml."),
     job_id: str = typer.Argument(DEFAULT_JOB, metavar="[JOB]", help="The job's UUID; its payload is test-data/JOB."),
-    engine: str = typer.Option("auto", "--engine", "-e", help="auto (Kubernetes when a context answers, else local), local or kubernetes."),
+    engine: str = typer.Option("auto", "--engine", "-e", help="auto (Kubernetes when a context answers, else local), local, kubernetes or container (the stage images on podman/docker)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check everything, print the helm command and the manifests, run nothing."),
     trtis_uri: Optional[str] = typer.Option(None, "--trtis-uri", help="Use this Triton (host:port) instead of starting or installing one."),
     namespace: str = typer.Option("default", "--namespace", "-n", help="Kubernetes namespace."),
     kube_context: Optional[str] = typer.Option(None, "--kube-context", help="Kubernetes context (default: the current one)."),
     release: str = typer.Option(DEFAULT_RELEASE, "--release", help="Helm release name of the workflow."),
     timeout: float = typer.Option(1800, "--timeout", help="Seconds the whole run may take."),
-    keep: bool = typer.Option(False, "--keep", help="Kubernetes: keep the releases installed after the run."),
-    build: bool = typer.Option(False, "--build", help="Kubernetes: docker build the stage images first."),
+    keep: bool = typer.Option(False, "--keep", help="Kubernetes: keep the releases installed; container: keep the pod and its containers."),
+    build: bool = typer.Option(False, "--build", help="Container and Kubernetes: build the stage images first (podman/docker build)."),
+    runtime: str = typer.Option("auto", "--runtime", help="Container engine and --build: podman, docker or auto (whichever answers)."),
+    base_image: str = typer.Option("auto", "--base-image", help="--build: BASE_IMAGE of the Dockerfiles: auto (the local Debian base when mmdebstrap is installed, else the Dockerfile's default), local, dockerfile or an image."),
     sandbox: str = typer.Option("auto", "--sandbox", help="Local: bwrap (pod paths for real), none (paths rewritten), auto."),
 ) -> None:
     from clara_wf.display import RunDisplay, output_listing
@@ -210,7 +212,7 @@ def test_workflow(
     result = run_test(
         _state(ctx).project(), workflow_id, job_id, engine=engine, dry_run=dry_run, release=release,
         namespace=namespace, kube_context=kube_context, timeout=timeout, keep=keep, build=build, sandbox=sandbox,
-        trtis_uri=trtis_uri, display=lambda stages: RunDisplay(stages, stream=sys.stderr), note=note,
+        trtis_uri=trtis_uri, runtime=runtime, base_image=base_image, display=lambda stages: RunDisplay(stages, stream=sys.stderr), note=note,
     )
     if result.dry_run is not None:
         echo("# " + result.dry_run.command)
