@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from clara_wf import __version__
+from clara_wf import __version__, redaction
 from clara_wf.errors import ClaraWfError, InputError
 from clara_wf.project import CHART_DIR_ENV, Project, find_project
 from clara_wf.workflow import DEFAULT_JOB, DEFAULT_RELEASE, DEFAULT_WORKFLOW
@@ -205,10 +204,17 @@ def test_workflow(
     base_image: str = typer.Option("auto", "--base-image", help="--build: BASE_IMAGE of the Dockerfiles: auto (the local Debian base when mmdebstrap is installed, else the Dockerfile's default), local, dockerfile or an image."),
     sandbox: str = typer.Option("auto", "--sandbox", help="Local: bwrap (pod paths for real), none (paths rewritten), auto."),
 ) -> None:
+    from clara_wf import workflow as wf
     from clara_wf.display import RunDisplay, output_listing
     from clara_wf.errors import WorkflowFailed
     from clara_wf.run import run_test
 
+    # Options first: a wrong one is reported before the project is even looked at.
+    wf.check_release_name(release)
+    wf.check_namespace(namespace)
+    wf.check_seconds(timeout)
+    if trtis_uri is not None:
+        wf.check_trtis_uri(trtis_uri)
     result = run_test(
         _state(ctx).project(), workflow_id, job_id, engine=engine, dry_run=dry_run, release=release,
         namespace=namespace, kube_context=kube_context, timeout=timeout, keep=keep, build=build, sandbox=sandbox,
@@ -238,6 +244,11 @@ def install_trtis(
     kube_context: Optional[str] = typer.Option(None, "--kube-context"),
     timeout: float = typer.Option(600, "--timeout", help="Seconds to wait until Triton is ready."),
 ) -> None:
+    from clara_wf import workflow as wf
+
+    wf.check_seconds(timeout)
+    wf.check_release_name(release)
+    wf.check_namespace(namespace)
     project = _state(ctx).project()
     if local:
         from clara_wf import triton_local
@@ -268,6 +279,10 @@ def uninstall_trtis(
     namespace: str = typer.Option("default", "--namespace", "-n"),
     kube_context: Optional[str] = typer.Option(None, "--kube-context"),
 ) -> None:
+    from clara_wf import workflow as wf
+
+    wf.check_release_name(release)
+    wf.check_namespace(namespace)
     project = _state(ctx).project()
     if local:
         from clara_wf import triton_local
@@ -296,12 +311,17 @@ def set_ngc_api_key(
     namespace: str = typer.Option("default", "--namespace", "-n"),
     kube_context: Optional[str] = typer.Option(None, "--kube-context"),
 ) -> None:
-    key = os.environ.get("NGC_API_KEY", "")
+    from clara_wf import workflow as wf
+
+    wf.check_namespace(namespace)
+    key = redaction.ngc_api_key() or ""
     if not key:
         if not sys.stdin.isatty():
             raise InputError("no NGC API key: set NGC_API_KEY (get one at https://ngc.nvidia.com/configuration/api-key)")
         note("Get NGC API key from https://ngc.nvidia.com/configuration/api-key")
         key = typer.prompt("Then, enter the NGC API key", hide_input=True, default="", show_default=False)
+        redaction.register(key)
+        redaction.register(key.strip())
         if not key.strip():
             raise InputError("no NGC API key entered")
     from clara_wf.engines import kubernetes as kube_engine
@@ -391,11 +411,27 @@ def _stop_on(signum, frame) -> None:
     raise _Terminated(signum)
 
 
+def _say(message: str) -> None:
+    """The one place clara-wf prints an error: one line, secrets scrubbed (in any encoding)."""
+    lines = [line for line in redaction.scrub(message).splitlines() if line.strip()] or [message]
+    first = lines[0]
+    if len(lines) > 1:
+        first += " …"
+    print(f"clara-wf: {first}", file=sys.stderr)
+
+
+def _traceback() -> None:
+    import traceback
+
+    print(redaction.scrub(traceback.format_exc()), file=sys.stderr, end="")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     import signal
 
     from click import exceptions as click_errors
 
+    redaction.take_from_environment()  # no child inherits the key; every error line is scrubbed of it
     cli = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
     verbose = any(a in ("--verbose", "-v") for a in args[: args.index("--") if "--" in args else len(args)])
@@ -405,30 +441,31 @@ def main(argv: Optional[List[str]] = None) -> None:
         code = cli.main(args=args, prog_name="clara-wf", standalone_mode=False)
     except ClaraWfError as err:
         if verbose:
-            import traceback
-
-            traceback.print_exc()
-        print(f"clara-wf: {err}", file=sys.stderr)
+            _traceback()
+        _say(str(err))
         sys.exit(err.exit_code)
     except click_errors.UsageError as err:
         hint = f" (see `clara-wf {err.ctx.info_name} --help`)" if err.ctx and err.ctx.parent else " (see `clara-wf --help`)"
-        print(f"clara-wf: {err.format_message()}{hint}", file=sys.stderr)
+        _say(f"{err.format_message()}{hint}")
         sys.exit(2)
     except click_errors.ClickException as err:
-        print(f"clara-wf: {err.format_message()}", file=sys.stderr)
+        _say(err.format_message())
         sys.exit(err.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         print("clara-wf: interrupted", file=sys.stderr)
         sys.exit(128 + _signal_received[0] if _signal_received else 130)
     except OSError as err:  # the file system said no (permissions, a full disk, ...): not a bug of ours
         where = f"{err.filename}: " if err.filename else ""
-        print(f"clara-wf: {where}{err.strerror or err}", file=sys.stderr)
+        if verbose:
+            _traceback()
+        _say(f"{where}{err.strerror or err}")
         sys.exit(1)
     except Exception as err:  # a bug of ours: still one line, the traceback on request
         if verbose:
-            raise
-        print(f"clara-wf: internal error: {type(err).__name__}: {err} (run with --verbose for the traceback)",
-              file=sys.stderr)
+            _traceback()
+        text = redaction.scrub(str(err)).strip().splitlines() or [""]
+        more = " …" if len(text) > 1 else ""
+        _say(f"internal error: {type(err).__name__}: {text[0]}{more} (run with --verbose for the traceback)")
         sys.exit(1)
     if code == 130:  # typer turns Ctrl-C (and our SIGTERM/SIGHUP) into exit 130 before we see it
         print("clara-wf: interrupted", file=sys.stderr)

@@ -94,10 +94,12 @@ def run_test(
     from clara_wf import workflow as wf
 
     wf.check_release_name(release)
+    wf.check_namespace(namespace)
+    wf.check_seconds(timeout)
+    if trtis_uri is not None:
+        wf.check_trtis_uri(trtis_uri)
     if sandbox not in SANDBOXES:
         raise InputError(f"unknown sandbox {sandbox!r}: choose one of {', '.join(SANDBOXES)}")
-    if timeout <= 0:
-        raise InputError(f"--timeout must be a number of seconds > 0, not {timeout:g}")
     from clara_wf.containers.runtime import RUNTIMES
 
     if runtime not in RUNTIMES:

@@ -487,7 +487,9 @@ def start(
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=67108864",
         ]
-        env = dict(os.environ)
+        from clara_wf.redaction import child_environment
+
+        env = child_environment()  # never the NGC key
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             dist.ld_library_path + [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
         )
