@@ -20,11 +20,11 @@ import pytest
 import yaml
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the test extra (make setup)")
+from conftest import REPO, copy_project, tree_digest  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from clara_wf import cli  # noqa: E402
-from conftest import REPO, copy_project, tree_digest  # noqa: E402
 
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

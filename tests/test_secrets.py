@@ -10,10 +10,10 @@ import stat
 import textwrap
 
 import pytest
+from conftest import JOB, helm_binary, run_cli
 
 from clara_wf import redaction
 from clara_wf.kube import REGISTRY_USER, dockerconfigjson
-from conftest import JOB, helm_binary, run_cli
 
 KEY = "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"
 
@@ -64,7 +64,8 @@ def test_scrub_keeps_ordinary_text(registered):
 @pytest.mark.parametrize("kind", ["input", "cluster", "os", "internal", "internal-multiline"])
 def test_every_error_path_of_the_cli_prints_one_scrubbed_line(kind, monkeypatch, capsys):
     """The one place that prints errors (cli.main) scrubs them, whatever raised them."""
-    from clara_wf import cli, kube_engine
+    from clara_wf import cli
+    from clara_wf.engines import kubernetes as kube_engine
     from clara_wf.errors import ClusterError, InputError
 
     redaction.forget_all()

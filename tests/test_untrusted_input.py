@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import assert_one_line_error, run_cli, tree_digest
 
 VALUES = "charts/clara-workflow/values.yaml"

@@ -258,7 +258,6 @@ class KubernetesEngine:
     uses_images = True
 
     def run(self, plan: RunPlan, sink: EventSink) -> JobOutcome:
-        import os
 
         from clara_wf.helm import Helm
 
