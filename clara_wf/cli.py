@@ -35,6 +35,8 @@ Command List
     set_ngc_api_key | setkey                      : Reset NGC API key
     import [pipeline.yaml]                        : Import a Clara pipeline definition as stages + a workflow
     graph [workflow id]                           : Draw a workflow's stages (text, dot, mermaid, svg)
+    dicom-adapter serve                           : Receive studies over DICOM, run a workflow per study, send results
+    jobs [show ID]                                : The DICOM adapter's jobs
 
 Options: --chart-dir DIR (or {CHART_DIR_ENV}), --verbose, --version.
 `clara-wf COMMAND --help` describes a command."""
@@ -394,6 +396,128 @@ def graph_workflow(
     graph.write_output(text, output)
     drawn = f" (drawn by {'Graphviz dot' if how == 'graphviz' else 'clara-wf'})" if fmt == "svg" else ""
     echo(f"Workflow '{workflow_id}' graph ({fmt}){drawn} is written to: {output}")
+
+
+# --- DICOM adapter -----------------------------------------------------------------------
+
+dicom_app = typer.Typer(no_args_is_help=True, help="The DICOM adapter: a Storage SCP that runs a workflow per study.")
+app.add_typer(dicom_app, name="dicom-adapter")
+
+
+def _adapter_state_dir(ctx: typer.Context, state_dir: Optional[Path]) -> Path:
+    return state_dir if state_dir is not None else _state(ctx).project().state_dir / "dicom-adapter"
+
+
+@dicom_app.command("serve", help="Receive studies (C-STORE), run the workflow per study, send the results (C-STORE/STOW-RS).")
+def dicom_adapter_serve(
+    ctx: typer.Context,
+    config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="Full configuration (YAML): sources, AE titles, workflows, destinations."),
+    ae_title: Optional[str] = typer.Option(None, "--ae-title", help="Our AE title (default CLARA)."),
+    port: Optional[int] = typer.Option(None, "--port", "-p", help="DICOM port (default 104 as root, else 11112)."),
+    workflows: List[str] = typer.Option([], "--workflow", "-w", help="Workflow to run per study (repeatable)."),
+    destinations: List[str] = typer.Option([], "--destination", "-d", help="AE@HOST:PORT to send results to (repeatable)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds without a new instance that complete a study (default 5)."),
+    engine: Optional[str] = typer.Option(None, "--engine", "-e", help="local (default), kubernetes or auto."),
+    grouping: Optional[str] = typer.Option(None, "--grouping", help="StudyInstanceUID (default) or SeriesInstanceUID."),
+    bind: str = typer.Option("", "--bind", help="Address to listen on (default: every interface)."),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Received files, jobs and payloads (default .clara-wf/dicom-adapter)."),
+    job_timeout: float = typer.Option(3600, "--job-timeout", help="Seconds one workflow run may take."),
+    namespace: str = typer.Option("default", "--namespace", "-n", help="Kubernetes engine: namespace."),
+    kube_context: Optional[str] = typer.Option(None, "--kube-context", help="Kubernetes engine: context."),
+) -> None:
+    import threading
+    import time
+
+    from clara_wf import charts
+    from clara_wf import workflow as wf
+    from clara_wf.dicom import config as cfg
+    from clara_wf.dicom.service import Adapter
+    from clara_wf.dicom.store import Store
+
+    project = _state(ctx).project()
+    if config_file is not None:
+        quick = [flag for flag, value in (("--ae-title", ae_title), ("--workflow", workflows), ("--destination", destinations),
+                                          ("--timeout", timeout), ("--grouping", grouping)) if value]
+        if quick:
+            raise InputError(f"--config and {quick[0]} do not go together: put it in the configuration file")
+        config = cfg.load(config_file, port=port, engine=engine)
+    else:
+        config = cfg.from_flags(ae_title=ae_title or cfg.DEFAULT_AE_TITLE, port=port, workflows=workflows,
+                                destinations=destinations, timeout=cfg.DEFAULT_TIMEOUT_S if timeout is None else timeout,
+                                engine=engine or "local", grouping=grouping or "StudyInstanceUID", bind_address=bind)
+    if job_timeout <= 0:
+        raise InputError(f"--job-timeout must be a number of seconds > 0, not {job_timeout:g}")
+    cfg.check_workflows(config, wf.workflow_ids(charts.read_values(project.values_file)), project.values_file)
+    for workflow_id in config.workflows():  # stages, values and graph checked now, not at the first study
+        wf.plan_run(project, workflow_id, wf.DEFAULT_JOB, need_test_data=False)
+
+    lock = threading.Lock()
+
+    def log(message: str) -> None:
+        with lock:
+            note(f"{time.strftime('%H:%M:%S')} {message}")
+
+    adapter = Adapter(project, config, Store(_adapter_state_dir(ctx, state_dir)), log=log, job_timeout=job_timeout,
+                      namespace=namespace, kube_context=kube_context)
+    try:
+        try:
+            bound = adapter.start()
+        except OSError as err:
+            from clara_wf.errors import ClaraWfError
+
+            raise ClaraWfError(f"cannot listen on port {config.port}: {err.strerror or err}") from None
+        for ae in config.called.values():
+            where = ", ".join(config.destinations[d].describe() for d in ae.destinations) or "nowhere (results stay in the payload)"
+            log(f"AE title {ae.ae_title}: workflows {', '.join(ae.workflows)}, grouped by {ae.grouping}, "
+                f"{ae.timeout:g} s inactivity timeout, results to {where}")
+        log(f"DICOM adapter listening on port {bound} (state in {adapter.store.root}; engine {adapter.engine}); "
+            "Ctrl-C stops it")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        log("stopping: what is not finished resumes at the next start")
+    finally:
+        adapter.stop()
+
+
+jobs_app = typer.Typer(help="The DICOM adapter's jobs: `clara-wf jobs` lists them, `clara-wf jobs show ID` shows one.")
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.callback(invoke_without_command=True)
+def jobs_list(
+    ctx: typer.Context,
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="The adapter's state folder (default .clara-wf/dicom-adapter)."),
+) -> None:
+    ctx.obj = {"state_dir": state_dir}
+    if ctx.invoked_subcommand is not None:
+        return
+    from clara_wf.dicom import listing
+    from clara_wf.dicom.store import Store
+
+    if output not in ("text", "json"):
+        raise InputError(f"--output must be text or json, not {output!r}")
+    rows = listing.rows(Store(_adapter_state_dir(ctx, state_dir)))
+    echo(json.dumps(rows, indent=2) if output == "json" else listing.table(rows))
+
+
+@jobs_app.command("show", help="One job: its study, workflow, times, run record and export results.")
+def jobs_show(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., help="The job's id (or an unambiguous start of it)."),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="The adapter's state folder."),
+) -> None:
+    from clara_wf.dicom import listing
+    from clara_wf.dicom.store import Store
+
+    if output not in ("text", "json"):
+        raise InputError(f"--output must be text or json, not {output!r}")
+    parent = (ctx.parent.obj or {}) if ctx.parent else {}
+    store = Store(_adapter_state_dir(ctx.parent or ctx, state_dir or parent.get("state_dir")))
+    item = listing.detail(store, store.find_job(job_id))
+    echo(json.dumps(item, indent=2) if output == "json" else listing.describe(item))
 
 
 # --- entry point ------------------------------------------------------------------------
