@@ -428,7 +428,7 @@ def dicom_adapter_serve(
     import threading
     import time
 
-    from clara_wf import charts
+    from clara_wf import values_edit
     from clara_wf import workflow as wf
     from clara_wf.dicom import config as cfg
     from clara_wf.dicom.service import Adapter
@@ -447,7 +447,7 @@ def dicom_adapter_serve(
                                 engine=engine or "local", grouping=grouping or "StudyInstanceUID", bind_address=bind)
     if job_timeout <= 0:
         raise InputError(f"--job-timeout must be a number of seconds > 0, not {job_timeout:g}")
-    cfg.check_workflows(config, wf.workflow_ids(charts.read_values(project.values_file)), project.values_file)
+    cfg.check_workflows(config, wf.workflow_ids(values_edit.read_values(project.values_file)), project.values_file)
     for workflow_id in config.workflows():  # stages, values and graph checked now, not at the first study
         wf.plan_run(project, workflow_id, wf.DEFAULT_JOB, need_test_data=False)
 

@@ -223,20 +223,11 @@ def _no_unknown(data: dict, known: Sequence[str], where: str) -> None:
 
 def load(path: Path, *, port: Optional[int] = None, engine: Optional[str] = None) -> AdapterConfig:
     """Read and check a configuration file; flags given beside it (port, engine) win."""
-    from clara_wf.charts import _fast_yaml, _yaml_error
+    from clara_wf import values_edit
 
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"configuration file {path} is missing") from None
-    except (IsADirectoryError, UnicodeDecodeError) as err:
-        raise InputError(f"configuration file {path} cannot be read: {err}") from None
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        data = _fast_yaml().load(text)
-    except YAMLError as err:
-        raise _yaml_error(Path(path), err) from None
+    if not Path(path).is_file():
+        raise InputError(f"configuration file {path} is missing" if not Path(path).exists() else f"{path} is not a file")
+    data = values_edit.load(Path(path))  # bounded YAML; a parse error is one InputError line
     where = str(path)
     data = _mapping(data, where)
     _no_unknown(data, ("dicom", "engine", "max-concurrent-jobs"), where)

@@ -22,9 +22,9 @@ DEFAULT_OUTPUT = "output"
 
 def adapter_folders(project: Project) -> Tuple[str, str]:
     """The chart's ``dicomAdapter.input`` / ``.output`` (its defaults when the chart leaves them empty)."""
-    from clara_wf import charts
+    from clara_wf import values_edit
 
-    block = charts.read_values(project.values_file).get("dicomAdapter") or {}
+    block = values_edit.read_values(project.values_file).get("dicomAdapter") or {}
     block = block if isinstance(block, dict) else {}
     return str(block.get("input") or DEFAULT_INPUT), str(block.get("output") or DEFAULT_OUTPUT)
 

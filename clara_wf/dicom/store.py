@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -30,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
+from clara_wf import fsio
 from clara_wf.errors import InputError
 
 RECEIVING, QUEUED, RUNNING, EXPORTING, DONE, FAILED = "receiving", "queued", "running", "exporting", "done", "failed"
@@ -48,14 +48,6 @@ def safe_name(value: object, fallback: str = "unknown") -> str:
     return text or fallback
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _makedirs_durable(path: Path, root: Path) -> None:
     """Create path (below root) and fsync each parent whose entries changed."""
     missing = []
@@ -66,11 +58,13 @@ def _makedirs_durable(path: Path, root: Path) -> None:
     for folder in reversed(missing):
         with contextlib.suppress(FileExistsError):
             folder.mkdir()
-        _fsync_dir(folder.parent)
+        fsio.fsync_dir(folder.parent)
 
 
-def write_bytes_durable(path: Path, data: bytes, *, overwrite: bool = True) -> bool:
-    """Write a file atomically and durably; False when ``overwrite`` is off and it exists."""
+def write_new_durable(path: Path, data: bytes) -> bool:
+    """Create a file whole and durably, unless it exists (then False): fsio.atomic_write's
+    steps with a no-clobber link instead of a replacing rename, so that two associations
+    storing the same SOP Instance UID at once keep one file."""
     tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -81,25 +75,18 @@ def write_bytes_durable(path: Path, data: bytes, *, overwrite: bool = True) -> b
     finally:
         os.close(fd)
     try:
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-            finally:
-                os.unlink(tmp)
-    except BaseException:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    fsio.fsync_dir(path.parent)
     return True
 
 
 def write_json_durable(path: Path, record: dict) -> None:
-    write_bytes_durable(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+    fsio.atomic_write(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 class Store:
@@ -111,7 +98,7 @@ class Store:
         self.jobs_dir = self.root / "jobs"
         self.payloads_dir = self.root / "payloads"
         self._lock = threading.RLock()
-        self._lock_fd: Optional[int] = None
+        self._held: Optional[contextlib.ExitStack] = None
 
     # --- the folder and its lock ----------------------------------------------------
 
@@ -122,21 +109,20 @@ class Store:
     def lock(self) -> None:
         """One adapter per state folder: a second one is refused with the first one's pid."""
         self.create()
-        fd = os.open(self.root / "adapter.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        stack = contextlib.ExitStack()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = stack.enter_context(fsio.lock(self.root / "adapter.lock", blocking=False, create=True))
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
+            holder = (self.root / "adapter.lock").read_text(errors="replace").strip() or "?"
             raise InputError(f"another DICOM adapter (pid {holder}) uses {self.root}; stop it or pick another --state-dir") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+        self._held = stack
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     # --- jobs -------------------------------------------------------------------------
 
@@ -218,7 +204,7 @@ class Store:
         if path.exists():
             return False
         _makedirs_durable(path.parent, self.groups_dir)
-        return write_bytes_durable(path, data, overwrite=False)
+        return write_new_durable(path, data)
 
     def open_groups(self) -> List[dict]:
         """Groups not yet closed (after a restart: resume them). Stray temporary files are dropped."""
@@ -257,7 +243,7 @@ class Store:
                     shutil.copy2(src, dst)
             touched = {target_root / src.relative_to(folder).parent for src in files}
             for d in set(touched) | {a for t in touched for a in t.parents if self.payloads_dir in a.parents}:
-                _fsync_dir(d)
+                fsio.fsync_dir(d)
             with self._lock:
                 record = self.read_job(job_id)
                 if record["state"] == RECEIVING:
@@ -269,7 +255,7 @@ class Store:
         with self._lock:
             with contextlib.suppress(FileNotFoundError):
                 (self.groups_dir / f"{group['id']}.json").unlink()
-            _fsync_dir(self.groups_dir)
+            fsio.fsync_dir(self.groups_dir)
             shutil.rmtree(folder, ignore_errors=True)
         return queued
 
