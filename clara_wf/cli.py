@@ -424,6 +424,9 @@ def dicom_adapter_serve(
     job_timeout: float = typer.Option(3600, "--job-timeout", help="Seconds one workflow run may take."),
     namespace: str = typer.Option("default", "--namespace", "-n", help="Kubernetes engine: namespace."),
     kube_context: Optional[str] = typer.Option(None, "--kube-context", help="Kubernetes engine: context."),
+    payloads_host_path: Optional[str] = typer.Option(
+        None, "--payloads-host-path",
+        help="Kubernetes engine: the node path of STATE_DIR/payloads (workflow.payloads.hostPath of each job)."),
 ) -> None:
     import threading
     import time
@@ -458,7 +461,7 @@ def dicom_adapter_serve(
             note(f"{time.strftime('%H:%M:%S')} {message}")
 
     adapter = Adapter(project, config, Store(_adapter_state_dir(ctx, state_dir)), log=log, job_timeout=job_timeout,
-                      namespace=namespace, kube_context=kube_context)
+                      namespace=namespace, kube_context=kube_context, payloads_host_path=payloads_host_path)
     try:
         try:
             bound = adapter.start()

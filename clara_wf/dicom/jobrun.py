@@ -35,11 +35,14 @@ class AdapterRun(WorkflowRun):
     last output are the adapter's folders."""
 
     payload_root: Optional[Path] = None
+    host_payload_root: Optional[str] = None  # the same folder as the workflow's pods see it (a node path)
     adapter_input: str = DEFAULT_INPUT
     adapter_output: str = DEFAULT_OUTPUT
 
     @property
     def payloads_host_path(self) -> Path:
+        if self.host_payload_root:
+            return Path(self.host_payload_root)
         return Path(self.payload_root).resolve() if self.payload_root else super().payloads_host_path
 
     def set_string(self) -> Dict[str, str]:
@@ -50,18 +53,19 @@ class AdapterRun(WorkflowRun):
 
 
 def plan(project: Project, workflow_id: str, job_id: str, *, payload_root: Path, input_folder: str,
-         output_folder: str, job_name: str) -> AdapterRun:
+         output_folder: str, job_name: str, host_payload_root: Optional[str] = None) -> AdapterRun:
     from clara_wf import workflow as wf
 
     base = wf.plan_run(project, workflow_id, job_id, job_name=job_name, need_test_data=False)
     fields = {k: getattr(base, k) for k in ("project", "workflow_id", "job_id", "job_name", "stages", "trtis_uri",
                                              "values", "definition")}
     return AdapterRun(**fields, job_dir=Path(payload_root) / job_id, payload_root=Path(payload_root),
+                      host_payload_root=host_payload_root,
                       adapter_input=input_folder, adapter_output=output_folder)
 
 
 def run(run: AdapterRun, *, engine: str, timeout: float = 3600, on_event: EventSink = ignore,
-        namespace: str = "default", kube_context: Optional[str] = None) -> JobOutcome:
+        namespace: str = "default", kube_context: Optional[str] = None, helm=None) -> JobOutcome:
     """Run the job with the chosen engine (``local`` or ``kubernetes``)."""
     release = f"wf-{run.job_id}"  # one release per job: jobs may run side by side
     if engine == "kubernetes":
@@ -71,11 +75,11 @@ def run(run: AdapterRun, *, engine: str, timeout: float = 3600, on_event: EventS
         from clara_wf.helm import Helm
 
         return kube_engine.run_workflow(
-            Helm(), run.project.chart_dir, release=release, namespace=namespace, kube_context=kube_context,
+            helm or Helm(), run.project.chart_dir, release=release, namespace=namespace, kube_context=kube_context,
             set_string=run.set_string(), timeout=timeout, keep=False, on_event=on_event,
             ngc_key=os.environ.get("NGC_API_KEY"), stages=run.stages,
             trtis_release="trtis" if run.needs_triton else None, trtis_chart=run.project.trtis_chart_dir,
         )
     from clara_wf import local_engine
 
-    return local_engine.run_workflow(run, timeout=timeout, on_event=on_event, release=release)
+    return local_engine.run_workflow(run, timeout=timeout, on_event=on_event, release=release, helm=helm)

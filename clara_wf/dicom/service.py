@@ -44,7 +44,8 @@ class Adapter:
 
     def __init__(self, project: Project, config: AdapterConfig, store: st.Store, *, log: Callable[[str], None],
                  run_job: Optional[Callable[..., object]] = None, job_timeout: float = 3600,
-                 namespace: str = "default", kube_context: Optional[str] = None):
+                 namespace: str = "default", kube_context: Optional[str] = None,
+                 payloads_host_path: Optional[str] = None):
         from clara_wf.dicom import jobrun
 
         self.project = project
@@ -54,6 +55,7 @@ class Adapter:
         self.job_timeout = job_timeout
         self.namespace = namespace
         self.kube_context = kube_context
+        self.payloads_host_path = payloads_host_path  # where the workflow's pods find store.payloads_dir
         self._run_job = run_job or jobrun.run
         self.input_folder, self.output_folder = jobrun.adapter_folders(project)
         self._groups: Dict[Tuple[str, str], OpenGroup] = {}
@@ -210,7 +212,8 @@ class Adapter:
         try:
             run = jobrun.plan(self.project, record["workflow"], job_id, payload_root=self.store.payloads_dir,
                               input_folder=record["input_folder"], output_folder=record["output_folder"],
-                              job_name=f"DICOM {record['grouping']} {record['uid']}"[:63])
+                              job_name=f"DICOM {record['grouping']} {record['uid']}"[:63],
+                              host_payload_root=self.payloads_host_path)
             outcome = self._run_job(run, engine=self.engine, timeout=self.job_timeout,
                                     on_event=lambda event: self._stage_event(job_id, event),
                                     namespace=self.namespace, kube_context=self.kube_context)
