@@ -299,3 +299,48 @@ def test_orthanc_round_trip(project, tmp_path, servers):
 
     (result,) = wait_for(result_series, 30, "the result series in Orthanc")
     assert result["ParentStudy"] == study  # the result joined the study it came from
+
+
+# --- DICOMweb ---------------------------------------------------------------------------
+
+
+def test_stow_rs_export_posts_every_file_as_multipart_dicom(tmp_path):
+    """STOW-RS through dicomweb-client to a minimal DICOMweb endpoint (Orthanc here has no DICOMweb plugin)."""
+    pytest.importorskip("dicomweb_client", reason="dicomweb-client is not installed")
+    import http.server
+
+    from clara_wf.dicom.config import Destination
+    from clara_wf.dicom.export import send
+
+    received = []
+
+    class Stow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        files = series(tmp_path, slices=3)
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        result = send(Destination(name="WEB", stow_url=url), files, calling_ae="CLARA")
+        down = send(Destination(name="WEB", stow_url=f"http://127.0.0.1:{free_port()}/dicom-web"), files, calling_ae="CLARA")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.ok and len(result.sent) == 3, result.message
+    body = b"".join(part for _, _, part in received)
+    assert all(path == "/dicom-web/studies" for path, _, _ in received)
+    assert all(ctype.startswith("multipart/related") and "application/dicom" in ctype for _, ctype, _ in received)
+    for path in files:
+        assert dcmread(path).SOPInstanceUID.encode() in body
+    assert not down.ok and down.failed and "STOW-RS failed" in down.message

@@ -112,6 +112,7 @@ def _stow(destination: Destination, files: List[Path]) -> SendResult:
 
     try:
         client = DICOMwebClient(url=destination.stow_url)
+        client.set_http_retry_params(retry=False)  # retries and their backoff are the service's, recorded per attempt
         client.store_instances([dcmread(p) for p in files])
         result.sent = [p.name for p in files]
     except Exception as err:  # the HTTP layer raises many kinds; each one is a failed attempt to record
