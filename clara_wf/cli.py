@@ -518,7 +518,7 @@ def jobs_show(
     if output not in ("text", "json"):
         raise InputError(f"--output must be text or json, not {output!r}")
     parent = (ctx.parent.obj or {}) if ctx.parent else {}
-    store = Store(_adapter_state_dir(ctx.parent or ctx, state_dir or parent.get("state_dir")))
+    store = Store(_adapter_state_dir(ctx, state_dir or parent.get("state_dir")))
     item = listing.detail(store, store.find_job(job_id))
     echo(json.dumps(item, indent=2) if output == "json" else listing.describe(item))
 

@@ -95,7 +95,8 @@ def workflow_set_string(
 
 
 # Run-time values a caller may set per run (the DICOM adapter sets where its study is).
-OVERRIDABLE_VALUES = ("dicomAdapter.input", "dicomAdapter.output", "job.name", "runSimple")
+# workflow.payloads.hostPath: the DICOM adapter in a pod sees the payloads at another path than the nodes do.
+OVERRIDABLE_VALUES = ("dicomAdapter.input", "dicomAdapter.output", "job.name", "runSimple", "workflow.payloads.hostPath")
 
 
 @dataclass(frozen=True)

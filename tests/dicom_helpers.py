@@ -22,7 +22,6 @@ from conftest import copy_project
 from workflow_helpers import add_workflow, python_stage
 
 
-
 def dcmtk(name: str) -> Optional[str]:
     """dcmtk's program, not pynetdicom's console scripts of the same name in the venv."""
     venv_bin = Path(sys.prefix) / "bin"

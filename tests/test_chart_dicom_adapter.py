@@ -6,9 +6,8 @@ import subprocess
 
 import pytest
 import yaml
-from kubernetes_validate import validate
-
 from conftest import REPO, by_kind, helm_binary, render_chart
+from kubernetes_validate import validate
 
 pytestmark = pytest.mark.helm
 

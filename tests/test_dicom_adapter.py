@@ -11,22 +11,33 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_one_line_error, run_cli
-from dicom_helpers import (HAVE_DCMTK, HAVE_ORTHANC, NO_DCMTK, NO_ORTHANC, Adapter, Orthanc, StoreSCP, adapter_project, dcmtk,
-                           free_port, storescu, wait_for)
+from dicom_helpers import (
+    HAVE_DCMTK,
+    HAVE_ORTHANC,
+    NO_DCMTK,
+    NO_ORTHANC,
+    Adapter,
+    Orthanc,
+    StoreSCP,
+    adapter_project,
+    dcmtk,
+    free_port,
+    storescu,
+    wait_for,
+)
 
 pytest.importorskip("pynetdicom", reason="the dicom extra is not installed (pip install -e '.[dicom]')")
 from pydicom import dcmread  # noqa: E402
 
 from clara_wf.dicom.synthetic import write_ct_series  # noqa: E402
 
-pytestmark = [pytest.mark.helm, pytest.mark.slow]
+# Not marked helm: the DICOM side does not depend on the Helm major (the chart and engine tests are).
+pytestmark = pytest.mark.slow
 needs_dcmtk = pytest.mark.skipif(not HAVE_DCMTK, reason=NO_DCMTK)
 
 

@@ -7,11 +7,7 @@ service runs a job from its store (no DICOM network here: that is test_dicom_ada
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import pytest
-
 from dicom_helpers import adapter_project
 from fake_kube_api import FakeKubeAPI, cs_running, cs_terminated, cs_waiting, script_job_run
 from test_kube_engine import FakeHelm
@@ -20,7 +16,7 @@ from clara_wf.dicom import jobrun
 from clara_wf.dicom import store as st
 from clara_wf.dicom.config import from_flags
 from clara_wf.dicom.service import Adapter
-from clara_wf.kube_engine import workflow_job_name
+from clara_wf.engines.kubernetes import workflow_job_name
 from clara_wf.project import find_project
 
 pytestmark = pytest.mark.helm
@@ -48,7 +44,15 @@ def received_job(store: st.Store) -> str:
     return job_id
 
 
-def test_fake_api_a_job_runs_as_a_release_with_the_adapter_folders_and_the_node_payload_path(api, tmp_path):
+@pytest.fixture
+def helm(monkeypatch):
+    """The kubernetes engine makes its own Helm(): the recording fake stands in for it."""
+    fake = FakeHelm()
+    monkeypatch.setattr("clara_wf.helm.Helm", lambda *a, **k: fake)
+    return fake
+
+
+def test_fake_api_a_job_runs_as_a_release_with_the_adapter_folders_and_the_node_payload_path(api, helm, tmp_path):
     project = find_project(start=adapter_project(tmp_path / "project"))
     store = st.Store(tmp_path / "state")
     store.create()
@@ -59,11 +63,9 @@ def test_fake_api_a_job_runs_as_a_release_with_the_adapter_folders_and_the_node_
         ([cs_running("derive", IMAGE)], "Running"),
         ([cs_terminated("derive", IMAGE)], "Succeeded"),
     ], logs={"derive": ["derived 2 instances"]})
-    helm = FakeHelm()
     config = from_flags(workflows=["derive"], engine="kubernetes", port=11112)
     logs = []
-    adapter = Adapter(project, config, store, log=logs.append, run_job=functools.partial(jobrun.run, helm=helm),
-                      payloads_host_path=HOST_PAYLOADS)
+    adapter = Adapter(project, config, store, log=logs.append, payloads_host_path=HOST_PAYLOADS)
     adapter.engine = "kubernetes"
     adapter.process(job_id)
 
@@ -79,7 +81,7 @@ def test_fake_api_a_job_runs_as_a_release_with_the_adapter_folders_and_the_node_
     assert f"job {job_id}: stage derive done" in logs
 
 
-def test_fake_api_a_failed_stage_fails_the_job_and_nothing_is_exported(api, tmp_path):
+def test_fake_api_a_failed_stage_fails_the_job_and_nothing_is_exported(api, helm, tmp_path):
     project = find_project(start=adapter_project(tmp_path / "project"))
     store = st.Store(tmp_path / "state")
     store.create()
@@ -90,8 +92,7 @@ def test_fake_api_a_failed_stage_fails_the_job_and_nothing_is_exported(api, tmp_
         ([cs_terminated("derive", IMAGE, exit_code=3, reason="Error")], "Failed"),
     ], final="Failed", final_reason="BackoffLimitExceeded")
     config = from_flags(workflows=["derive"], engine="kubernetes", port=11112, destinations=["PACS@127.0.0.1:9"])
-    adapter = Adapter(project, config, store, log=lambda m: None,
-                      run_job=functools.partial(jobrun.run, helm=FakeHelm()))
+    adapter = Adapter(project, config, store, log=lambda m: None)
     adapter.engine = "kubernetes"
     adapter.process(job_id)
     record = store.read_job(job_id)
@@ -99,12 +100,7 @@ def test_fake_api_a_failed_stage_fails_the_job_and_nothing_is_exported(api, tmp_
     assert record["message"]
 
 
-def test_plan_sets_the_chart_values_the_seed_names(tmp_path):
+def test_the_chart_folders_are_the_seeds_defaults(tmp_path):
     project = find_project(start=adapter_project(tmp_path / "project"))
-    run = jobrun.plan(project, "derive", "11111111-1111-1111-1111-111111111111", payload_root=tmp_path / "p",
-                      input_folder="dicom-server", output_folder="output", job_name="DICOM study")
-    values = run.set_string()
-    assert values["workflow.payloads.hostPath"] == str((tmp_path / "p").resolve())
-    assert run.job_dir == tmp_path / "p" / "11111111-1111-1111-1111-111111111111"
-    assert jobrun.adapter_folders(project) == ("dicom-server", "output")  # the chart's defaults (seed 003)
-    assert Path(run.project.chart_dir).name == "clara-workflow"
+    assert jobrun.adapter_folders(project) == ("dicom-server", "output")  # seed 003's values.yaml
+    assert jobrun.release_name("11111111-1111-1111-1111-111111111111") == "wf-11111111-1111-1111-1111-111111111111"

@@ -41,7 +41,6 @@ from clara_wf.errors import InputError
 
 DEFAULT_AE_TITLE = "CLARA"
 GROUPINGS = {"studyinstanceuid": "StudyInstanceUID", "seriesinstanceuid": "SeriesInstanceUID"}
-ENGINES = ("local", "kubernetes", "auto")
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_ASSOCIATIONS = 8
 _DESTINATION = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
@@ -112,6 +111,16 @@ class AdapterConfig:
         return any(s.ae_title == calling_ae and peer_address in s.addresses for s in self.sources)
 
 
+def check_engine(value: object, where: str) -> str:
+    """An engine name: auto or one of clara_wf.engines (listing them imports no engine)."""
+    from clara_wf import engines
+
+    names = [engines.AUTO, *engines.available()]
+    if value not in names:
+        raise InputError(f"{where} must be one of {', '.join(names)}, not {value!r}")
+    return str(value)
+
+
 def check_ae_title(value: object, where: str) -> str:
     """An AE title: 1-16 characters of the default character repertoire, no backslash, not only spaces."""
     if not isinstance(value, str) or not value.strip():
@@ -177,8 +186,7 @@ def from_flags(
     title = check_ae_title(ae_title, "--ae-title")
     if not workflows:
         raise InputError("no workflow to run: give --workflow ID (a key of workflows in values.yaml) or --config FILE")
-    if engine not in ENGINES:
-        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    check_engine(engine, "--engine")
     _positive(timeout, "--timeout")
     _positive(max_associations, "--max-associations", integer=True)
     dests: Dict[str, Destination] = {}
@@ -304,8 +312,7 @@ def load(path: Path, *, port: Optional[int] = None, engine: Optional[str] = None
         )
 
     chosen_engine = engine or data.get("engine", "local")
-    if chosen_engine not in ENGINES:
-        raise InputError(f"{where}: engine must be one of {', '.join(ENGINES)}, not {chosen_engine!r}")
+    check_engine(chosen_engine, f"{where}: engine")
     chosen_port = check_port(scp["port"], f"{where}: dicom.scp.port") if "port" in scp else default_port()
     if port is not None:
         chosen_port = check_port(port, "--port")

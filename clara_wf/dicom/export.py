@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
 from clara_wf.dicom.config import Destination
 
@@ -30,7 +30,7 @@ class SendResult:
 
 def dicom_files(folder: Path) -> List[Path]:
     """Every DICOM file (a Part 10 file: 'DICM' after the preamble) below folder, in name order."""
-    found = []
+    found: List[Path] = []
     if not folder.is_dir():
         return found
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -55,7 +55,7 @@ def _c_store(destination: Destination, files: List[Path], *, calling_ae: str) ->
 
     result = SendResult()
     datasets = []
-    contexts = {}
+    contexts: Dict[tuple, Any] = {}
     for path in files:
         try:
             ds = dcmread(path)

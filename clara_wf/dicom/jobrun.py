@@ -1,20 +1,15 @@
-"""Run one adapter job through an engine: the workflow on the job's payload, with the
-chart's ``dicomAdapter.input/output`` set so that the first stage reads the received
-files and the last stage writes what is exported.
-
-This is the adapter's only contact with the engines; everything else in the adapter is
-engine-agnostic.
+"""Run one adapter job: the workflow on the job's payload through ``run_test`` (the same
+entry point as ``clara-wf test``), with the chart's ``dicomAdapter.input/output`` set so
+that the first stage reads the received files and the last stage writes what is exported.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
-from clara_wf.events import EventSink, JobOutcome, ignore
+from clara_wf.events import Event, EventSink, ignore
 from clara_wf.project import Project
-from clara_wf.workflow import WorkflowRun
 
 DEFAULT_INPUT = "dicom-server"  # the chart's defaults (seed 003's values.yaml)
 DEFAULT_OUTPUT = "output"
@@ -29,57 +24,42 @@ def adapter_folders(project: Project) -> Tuple[str, str]:
     return str(block.get("input") or DEFAULT_INPUT), str(block.get("output") or DEFAULT_OUTPUT)
 
 
-@dataclass
-class AdapterRun(WorkflowRun):
-    """A WorkflowRun whose payloads live in the adapter's folder and whose first input and
-    last output are the adapter's folders."""
-
-    payload_root: Optional[Path] = None
-    host_payload_root: Optional[str] = None  # the same folder as the workflow's pods see it (a node path)
-    adapter_input: str = DEFAULT_INPUT
-    adapter_output: str = DEFAULT_OUTPUT
-
-    @property
-    def payloads_host_path(self) -> Path:
-        if self.host_payload_root:
-            return Path(self.host_payload_root)
-        return Path(self.payload_root).resolve() if self.payload_root else super().payloads_host_path
-
-    def set_string(self) -> Dict[str, str]:
-        values = super().set_string()
-        values["dicomAdapter.input"] = self.adapter_input
-        values["dicomAdapter.output"] = self.adapter_output
-        return values
+def release_name(job_id: str) -> str:
+    """One release per job, so that jobs may run side by side (43 characters: a valid release name)."""
+    return f"wf-{job_id}"
 
 
-def plan(project: Project, workflow_id: str, job_id: str, *, payload_root: Path, input_folder: str,
-         output_folder: str, job_name: str, host_payload_root: Optional[str] = None) -> AdapterRun:
-    from clara_wf import workflow as wf
+class _Forward:
+    """run_test's display: hands each event to the adapter; nothing to close."""
 
-    base = wf.plan_run(project, workflow_id, job_id, job_name=job_name, need_test_data=False)
-    fields = {k: getattr(base, k) for k in ("project", "workflow_id", "job_id", "job_name", "stages", "trtis_uri",
-                                             "values", "definition")}
-    return AdapterRun(**fields, job_dir=Path(payload_root) / job_id, payload_root=Path(payload_root),
-                      host_payload_root=host_payload_root,
-                      adapter_input=input_folder, adapter_output=output_folder)
+    def __init__(self, on_event: EventSink):
+        self.on_event = on_event
+
+    def __call__(self, event: Event) -> None:
+        self.on_event(event)
+
+    def close(self) -> None:
+        pass
 
 
-def run(run: AdapterRun, *, engine: str, timeout: float = 3600, on_event: EventSink = ignore,
-        namespace: str = "default", kube_context: Optional[str] = None, helm=None) -> JobOutcome:
-    """Run the job with the chosen engine (``local`` or ``kubernetes``)."""
-    release = f"wf-{run.job_id}"  # one release per job: jobs may run side by side
-    if engine == "kubernetes":
-        import os
+def run_job(project: Project, workflow_id: str, job_id: str, *, payload_root: Path, input_folder: str,
+            output_folder: str, job_name: str, engine: str, timeout: float = 3600, on_event: EventSink = ignore,
+            namespace: str = "default", kube_context: Optional[str] = None,
+            host_payload_root: Optional[str] = None, note: Callable[[str], None] = lambda message: None):
+    """Run the workflow for one job; run_test's TestResult (``succeeded``, ``outcome``, ``record_path``).
 
-        from clara_wf import kube_engine
-        from clara_wf.helm import Helm
+    ``host_payload_root``: where the workflow's pods find ``payload_root`` (a node path), when
+    it differs from the adapter's own view of it (the adapter in a pod, the Kubernetes engine).
+    """
+    from clara_wf.run import run_test
 
-        return kube_engine.run_workflow(
-            helm or Helm(), run.project.chart_dir, release=release, namespace=namespace, kube_context=kube_context,
-            set_string=run.set_string(), timeout=timeout, keep=False, on_event=on_event,
-            ngc_key=os.environ.get("NGC_API_KEY"), stages=run.stages,
-            trtis_release="trtis" if run.needs_triton else None, trtis_chart=run.project.trtis_chart_dir,
-        )
-    from clara_wf import local_engine
+    overrides = {"dicomAdapter.input": input_folder, "dicomAdapter.output": output_folder}
+    if host_payload_root:
+        overrides["workflow.payloads.hostPath"] = host_payload_root
 
-    return local_engine.run_workflow(run, timeout=timeout, on_event=on_event, release=release, helm=helm)
+    def display(stages: Sequence[str]) -> _Forward:
+        return _Forward(on_event)
+
+    return run_test(project, workflow_id, job_id, engine=engine, release=release_name(job_id), namespace=namespace,
+                    kube_context=kube_context, timeout=timeout, job_name=job_name, payloads_root=Path(payload_root),
+                    overrides=overrides, display=display, note=note)

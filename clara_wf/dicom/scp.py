@@ -14,7 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from clara_wf.dicom import store as st
 from clara_wf.dicom.config import AdapterConfig
@@ -27,6 +27,7 @@ DATASET_MISMATCH = 0xA900
 # A-ASSOCIATE-RJ: rejected-permanent (1), by the service user (1), reason
 CALLING_AE_NOT_RECOGNISED = 0x03
 CALLED_AE_NOT_RECOGNISED = 0x07
+VERIFICATION = "1.2.840.10008.1.1"  # the Verification SOP Class (C-ECHO)
 
 
 @dataclass
@@ -54,7 +55,7 @@ class StorageSCP:
         self.log = log
         self._peers: Dict[int, Peer] = {}
         self._lock = threading.Lock()
-        self._server = None
+        self._server: Optional[Any] = None
 
     def check_caller(self, called: str, calling: str, host: str) -> Optional[int]:
         """None when the association may go ahead, else the A-ASSOCIATE-RJ reason."""
@@ -65,8 +66,7 @@ class StorageSCP:
         return None
 
     def start(self) -> None:
-        from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
-        from pynetdicom.sop_class import Verification
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
         # pynetdicom logs every association at INFO; the adapter logs its own summary lines.
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
@@ -74,9 +74,9 @@ class StorageSCP:
         ae.maximum_associations = self.config.max_associations
         ae.require_called_aet = False  # checked per association against every called AE title
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        ae.add_supported_context(Verification)
-        handlers = [
+            ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(VERIFICATION)
+        handlers: List[Any] = [
             (evt.EVT_CONN_OPEN, self._on_connect),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
@@ -110,7 +110,7 @@ class StorageSCP:
             def _negotiate_as_acceptor(self) -> None:
                 from pynetdicom import evt
 
-                request = self.requestor.primitive
+                request: Any = self.requestor.primitive
                 calling = str(request.calling_ae_title).strip()
                 called = str(request.called_ae_title).strip()
                 reason = scp.check_caller(called, calling, host)

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from clara_wf.dicom import store as st
 from clara_wf.dicom.config import AdapterConfig, backoff
@@ -23,6 +23,9 @@ from clara_wf.errors import ClaraWfError
 from clara_wf.events import FAILED as STAGE_FAILED
 from clara_wf.events import Event, StageUpdate
 from clara_wf.project import Project
+
+if TYPE_CHECKING:
+    from clara_wf.dicom.scp import StorageSCP
 
 TICK_S = 0.05
 
@@ -43,7 +46,7 @@ class Adapter:
     """One adapter process: an SCP, its groups, its job workers."""
 
     def __init__(self, project: Project, config: AdapterConfig, store: st.Store, *, log: Callable[[str], None],
-                 run_job: Optional[Callable[..., object]] = None, job_timeout: float = 3600,
+                 job_timeout: float = 3600,
                  namespace: str = "default", kube_context: Optional[str] = None,
                  payloads_host_path: Optional[str] = None):
         from clara_wf.dicom import jobrun
@@ -56,14 +59,13 @@ class Adapter:
         self.namespace = namespace
         self.kube_context = kube_context
         self.payloads_host_path = payloads_host_path  # where the workflow's pods find store.payloads_dir
-        self._run_job = run_job or jobrun.run
         self.input_folder, self.output_folder = jobrun.adapter_folders(project)
         self._groups: Dict[Tuple[str, str], OpenGroup] = {}
         self._lock = threading.Lock()
         self._jobs: "queue.Queue[Optional[str]]" = queue.Queue()
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
-        self.scp = None
+        self.scp: Optional["StorageSCP"] = None
         self.engine = config.engine
 
     # --- life cycle ---------------------------------------------------------------------
@@ -73,18 +75,18 @@ class Adapter:
         from clara_wf.dicom.scp import StorageSCP
 
         self.store.lock()
-        if self.engine == "auto":
-            from clara_wf import workflow as wf
+        if self.engine == "auto":  # decided once, not probed again for every study
+            from clara_wf import engines
 
-            self.engine, why = wf.choose_engine("auto")
+            self.engine, why = engines.choose_engine(engines.AUTO, self.kube_context)
             self.log(f"engine: {self.engine} ({why})")
         self._resume()
         self._spawn(self._close_quiet_groups, "groups")
         for n in range(self.config.max_concurrent_jobs):
             self._spawn(self._work, f"jobs-{n}")
-        self.scp = StorageSCP(self.config, self.receive, self.log)
-        self.scp.start()
-        return self.scp.port
+        scp = self.scp = StorageSCP(self.config, self.receive, self.log)
+        scp.start()
+        return scp.port
 
     def _spawn(self, target, name: str) -> None:
         thread = threading.Thread(target=target, name=f"dicom-adapter-{name}", daemon=True)
@@ -210,14 +212,14 @@ class Adapter:
                  f"{record['instances']} instances")
         t0 = time.monotonic()
         try:
-            run = jobrun.plan(self.project, record["workflow"], job_id, payload_root=self.store.payloads_dir,
-                              input_folder=record["input_folder"], output_folder=record["output_folder"],
-                              job_name=f"DICOM {record['grouping']} {record['uid']}"[:63],
-                              host_payload_root=self.payloads_host_path)
-            outcome = self._run_job(run, engine=self.engine, timeout=self.job_timeout,
-                                    on_event=lambda event: self._stage_event(job_id, event),
-                                    namespace=self.namespace, kube_context=self.kube_context)
-            ok, message = bool(outcome.succeeded), str(outcome.message or "")
+            result = jobrun.run_job(
+                self.project, record["workflow"], job_id, payload_root=self.store.payloads_dir,
+                input_folder=record["input_folder"], output_folder=record["output_folder"],
+                job_name=f"DICOM {record['grouping']} {record['uid']}"[:63], engine=self.engine,
+                timeout=self.job_timeout, on_event=lambda event: self._stage_event(job_id, event),
+                namespace=self.namespace, kube_context=self.kube_context, host_payload_root=self.payloads_host_path)
+            ok = result.succeeded
+            message = str(result.outcome.message or "") if result.outcome else "the workflow did not run"
         except ClaraWfError as err:
             ok, message = False, str(err)
         seconds = time.monotonic() - t0

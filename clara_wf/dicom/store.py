@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from clara_wf import fsio
 from clara_wf.errors import InputError
@@ -152,7 +152,7 @@ class Store:
 
     def jobs(self) -> List[dict]:
         """Every job, oldest first (unreadable records are skipped, never fatal for a listing)."""
-        records = []
+        records: List[dict] = []
         if not self.jobs_dir.is_dir():
             return records
         for path in self.jobs_dir.glob("*.json"):
@@ -178,7 +178,7 @@ class Store:
         """A new group and the jobs (one per workflow, state receiving) it will become."""
         gid = uuid.uuid4().hex
         now = time.time()
-        group = {
+        group: Dict[str, Any] = {
             "id": gid, "called_ae": called_ae, "grouping": grouping, "uid": uid, "calling_ae": calling_ae,
             "calling_host": calling_host, "created": now, "jobs": {w: str(uuid.uuid4()) for w in workflows},
             "input_folder": input_folder, "output_folder": output_folder,
@@ -228,7 +228,7 @@ class Store:
         files = sorted(self.group_instances(group))
         size = sum(p.stat().st_size for p in files)
         queued = []
-        for workflow, job_id in group["jobs"].items():
+        for job_id in group["jobs"].values():
             target_root = self.payload_dir(job_id) / group["input_folder"]
             for src in files:
                 dst = target_root / src.relative_to(folder)
