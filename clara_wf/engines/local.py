@@ -194,7 +194,34 @@ def plan_stages(run: WorkflowRun, pod: dict, work_dir: Path, sandbox: str) -> Li
             lock_name=env.get("NVIDIA_CLARA_LOCKNAME", f"{name}.lock"), wait_names=waits,
             log_file=log_file, mounts=mounts, app_dir=app_dir, source=source,
         ))
+    check_job_paths(run.job_dir, plans)
     return plans
+
+
+def check_job_paths(job_dir: Path, plans: List[StagePlan]) -> None:
+    """Every folder and file a run writes in the job's folder stays in it: a symlink planted in
+    the test data (locks/, logs/NAME.log, an output folder) would make the run — under bwrap
+    too, whose bind mounts follow links — write somewhere else. Refused before anything starts."""
+    from clara_wf import fsio, runs
+    from clara_wf.runner import protocol
+
+    root = job_dir.resolve()
+    paths: List[Path] = [job_dir / runs.RECORD_NAME]
+    for plan in plans:
+        paths += [host for _, host in plan.mounts]
+        if plan.lock_dir.is_absolute():
+            paths += [plan.lock_dir, plan.lock_dir / protocol.TMP_DIR, plan.lock_dir / plan.lock_name,
+                      plan.lock_dir / protocol.failure_marker_name(plan.lock_name)]
+        if plan.log_file is not None:
+            paths.append(plan.log_file)
+    for path in paths:
+        if not str(path).startswith(str(root)) and not str(path).startswith(str(job_dir)):
+            continue  # not in the job's folder (a pod path the sandbox maps, an absolute log elsewhere)
+        try:
+            fsio.check_inside(path, root)
+        except fsio.UnsafePath:
+            raise InputError(f"{path} is a symlink that leads out of the job's folder {job_dir}: clara-wf writes "
+                             "a run's files only inside it; remove the link") from None
 
 
 def _link_app_dir(plan: StagePlan, app: Path) -> None:
