@@ -1,7 +1,7 @@
 """`clara-wf dicom-adapter serve` against independent DICOM software: dcmtk and Orthanc.
 
 The adapter runs as the real command in a project copy whose workflow ``derive`` turns
-each received instance into an instance of a new series (tests/dicom_helpers.py), so what
+each received instance into an instance of a new series (tests/adapter_helpers.py), so what
 reaches the destination is the workflow's output, not an echo of the input.
 """
 
@@ -15,8 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli
-from dicom_helpers import (
+from adapter_helpers import (
     HAVE_DCMTK,
     HAVE_ORTHANC,
     NO_DCMTK,
@@ -30,6 +29,7 @@ from dicom_helpers import (
     storescu,
     wait_for,
 )
+from conftest import assert_one_line_error, run_cli
 
 pytest.importorskip("pynetdicom", reason="the dicom extra is not installed (pip install -e '.[dicom]')")
 from pydicom import dcmread  # noqa: E402

@@ -8,7 +8,7 @@ service runs a job from its store (no DICOM network here: that is test_dicom_ada
 from __future__ import annotations
 
 import pytest
-from dicom_helpers import adapter_project
+from adapter_helpers import adapter_project
 from fake_kube_api import FakeKubeAPI, cs_running, cs_terminated, cs_waiting, script_job_run
 from test_kube_engine import FakeHelm
 
