@@ -8,6 +8,7 @@ reaches the destination is the workflow's output, not an echo of the input.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +30,7 @@ from adapter_helpers import (
     storescu,
     wait_for,
 )
-from conftest import assert_one_line_error, run_cli
+from conftest import JOB, REPO, assert_one_line_error, run_cli
 
 pytest.importorskip("pynetdicom", reason="the dicom extra is not installed (pip install -e '.[dicom]')")
 from pydicom import dcmread  # noqa: E402
@@ -282,6 +283,77 @@ def test_a_destination_that_is_down_is_retried_and_the_failure_recorded(project,
     assert "export to PACS failed" in detail["message"]
     log = adapter.text()
     assert log.count("retry in") == 2 and "failed after 3 attempts" in log
+
+
+# --- the reference DICOM workflow: CT in, DICOM SEG out ----------------------------------
+
+ORGAN_SEG = "1db65f99-c9b7-4329-ab9c-d519e0557638"  # the guide's organ-seg: dicom-reader -> ai-vnet -> dicom-writer
+PHANTOM = REPO / "test-data" / JOB / "dicom-reader" / "input" / "ct-phantom"
+
+
+def reference_project(root: Path) -> Path:
+    """A fresh-clone copy of the project (charts, apps, models) with the organ-seg workflow, or skip."""
+    import yaml
+
+    workflows = yaml.safe_load((REPO / "charts" / "clara-workflow" / "values.yaml").read_text())["workflows"]
+    if ORGAN_SEG not in workflows or not (REPO / "apps" / "dicom-writer").is_dir() or not PHANTOM.is_dir():
+        pytest.skip("the DICOM reference workflow (organ-seg: dicom-reader -> ai-vnet -> dicom-writer) is not in this project")
+    pytest.importorskip("highdicom", reason="the reference stages' libraries are not installed (make setup)")
+    for name in ("charts", "apps"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.whl"))
+    shutil.copytree(REPO / "test-data" / "models", root / "test-data" / "models")
+    return root
+
+
+def dciodvfy_errors(path: Path) -> list:
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+@needs_dcmtk
+def test_a_ct_series_from_storescu_comes_back_as_a_seg_that_dciodvfy_accepts(tmp_path, servers):
+    project = reference_project(tmp_path / "project")
+    dest = StoreSCP(tmp_path / "dest")
+    servers.append(dest)
+    adapter = Adapter(project, "--workflow", ORGAN_SEG, "--timeout", "1", "--destination", dest.address).start()
+    servers.append(adapter)
+    files = sorted(PHANTOM.glob("*.dcm"))
+    assert storescu(adapter.port, files).returncode == 0
+    (job,) = adapter.wait_jobs(1, timeout=600)
+    assert job["state"] == "done", adapter.text()
+    (seg_path,) = wait_for(lambda: dest.files(), 30, "the SEG at storescp")
+    seg = dcmread(seg_path)
+    source = dcmread(files[0])
+    assert seg.Modality == "SEG" and seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert seg.StudyInstanceUID == source.StudyInstanceUID
+    referenced = {item.SeriesInstanceUID for item in seg.ReferencedSeriesSequence}
+    assert referenced == {source.SeriesInstanceUID}
+    if shutil.which("dciodvfy"):
+        assert dciodvfy_errors(seg_path) == []
+    assert f"sent 1 files to DEST ({dest.address})" in adapter.text()
+
+
+@pytest.mark.skipif(not HAVE_ORTHANC, reason=NO_ORTHANC)
+def test_orthanc_round_trip_of_the_reference_workflow_brings_a_seg_into_the_study(tmp_path, servers):
+    project = reference_project(tmp_path / "project")
+    adapter_port = free_port()
+    orthanc = Orthanc(tmp_path / "orthanc", adapter_port)
+    servers.append(orthanc)
+    adapter = Adapter(project, "--workflow", ORGAN_SEG, "--timeout", "1",
+                      "--destination", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", port=adapter_port).start()
+    servers.append(adapter)
+    for path in sorted(PHANTOM.glob("*.dcm")):
+        orthanc.post("/instances", path.read_bytes(), "application/dicom")
+    (study,) = orthanc.get("/studies")
+    orthanc.post("/modalities/clara/store", {"Resources": [study], "Synchronous": True})
+    (job,) = adapter.wait_jobs(1, timeout=600)
+    assert job["state"] == "done", adapter.text()
+
+    def seg_series():
+        return [s for s in orthanc.get("/series?expand") if s["MainDicomTags"].get("Modality") == "SEG"] or None
+
+    (seg,) = wait_for(seg_series, 30, "a SEG series in Orthanc")
+    assert seg["ParentStudy"] == study and len(seg["Instances"]) == 1
 
 
 # --- Orthanc ----------------------------------------------------------------------------
