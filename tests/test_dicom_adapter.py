@@ -235,6 +235,41 @@ def test_two_studies_at_once_become_two_jobs(project, tmp_path, servers):
 
 
 @needs_dcmtk
+def test_grouping_by_series_makes_a_job_per_series(project, tmp_path, servers):
+    adapter = Adapter(project, "--workflow", "derive", "--timeout", "1", "--grouping", "SeriesInstanceUID").start()
+    servers.append(adapter)
+    first = series(tmp_path, "s1", slices=3)
+    second = series(tmp_path, "s2", slices=2, study_uid=dcmread(first[0]).StudyInstanceUID)
+    assert storescu(adapter.port, first + second).returncode == 0  # one association, one study, two series
+    jobs = adapter.wait_jobs(2)
+    assert sorted(j["instances"] for j in jobs) == [2, 3]
+    assert {j["grouping"] for j in jobs} == {"SeriesInstanceUID"}
+    assert {j["uid"] for j in jobs} == {dcmread(first[0]).SeriesInstanceUID, dcmread(second[0]).SeriesInstanceUID}
+
+
+def test_associations_beyond_the_bound_are_rejected(project, servers):
+    from pynetdicom import AE
+
+    (project / "adapter.yaml").write_text(
+        "dicom:\n  scp:\n    max-associations: 1\n    ae-titles:\n      - {ae-title: CLARA, workflows: [derive]}\n")
+    adapter = Adapter(project, "--config", "adapter.yaml").start()
+    servers.append(adapter)
+    ae = AE(ae_title="SCANNER")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    held = ae.associate("127.0.0.1", adapter.port, ae_title="CLARA")
+    try:
+        assert held.is_established
+        second = ae.associate("127.0.0.1", adapter.port, ae_title="CLARA")
+        assert second.is_rejected
+        assert held.send_c_echo().Status == 0
+    finally:
+        held.release()
+    third = ae.associate("127.0.0.1", adapter.port, ae_title="CLARA")
+    assert third.is_established
+    third.release()
+
+
+@needs_dcmtk
 def test_killed_mid_association_and_restarted_loses_nothing_acknowledged(project, tmp_path, servers):
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage
