@@ -115,6 +115,20 @@ def test_bad_flags_are_one_line_and_exit_2(project, args, fragment):
     assert_one_line_error(result, 2, fragment)
 
 
+def test_a_port_in_use_and_a_second_adapter_on_the_same_folder_are_one_line_each(project, servers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("dicom-adapter", "serve", "--workflow", "derive", "--bind", "127.0.0.1", "--port", str(port),
+                         cwd=project)
+    assert_one_line_error(result, 1, f"cannot listen on port {port}")
+    adapter = Adapter(project, "--workflow", "derive").start()
+    servers.append(adapter)
+    second = run_cli("dicom-adapter", "serve", "--workflow", "derive", "--port", str(free_port()), cwd=project)
+    assert_one_line_error(second, 2, f"another DICOM adapter (pid {adapter.proc.pid}) uses")
+
+
 def test_jobs_lists_nothing_before_any_study_and_refuses_an_unknown_id(project):
     result = run_cli("jobs", "--output", "json", cwd=project)
     assert result.returncode == 0 and json.loads(result.stdout) == []
