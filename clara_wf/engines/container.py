@@ -17,12 +17,10 @@ the local engine starts, or ``--trtis-uri``) is reached at the same URI.
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 import time
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
-from clara_wf import engines, rendering
+from clara_wf import engines, interrupts, rendering
 from clara_wf.containers import pod as pods
 from clara_wf.containers.build import StageBuild, stage_builds
 from clara_wf.containers.runtime import Runtime, find_runtime
@@ -108,26 +106,10 @@ def run_workflow(plan: RunPlan, on_event: EventSink, helm=None, runtime: Optiona
     return outcome
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """A second Ctrl-C (or SIGTERM) during the clean-up must not leave the pod behind: the
-    few seconds of ``pod rm`` run with those signals ignored (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    names = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in names}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def _tear_down(pod: pods.Pod, keep: bool, interrupted: bool, on_event: EventSink, timings: Dict[str, object]) -> None:
     """Remove the pod and its containers (``--keep``: stop what still runs, keep them)."""
     t0 = time.monotonic()
-    with _signals_held():
+    with interrupts.deferred():  # a second Ctrl-C must not cut the clean-up in half
         if keep:
             if interrupted:
                 pod.stop()
