@@ -19,6 +19,7 @@ import typer
 from clara_wf import __version__, redaction
 from clara_wf.errors import ClaraWfError, InputError
 from clara_wf.project import CHART_DIR_ENV, Project, find_project
+from clara_wf.triton import DEFAULT_RELEASE as TRTIS_RELEASE
 from clara_wf.workflow import DEFAULT_JOB, DEFAULT_RELEASE, DEFAULT_WORKFLOW
 
 COMMAND_LIST = f"""\
@@ -241,7 +242,7 @@ def test_workflow(
 def install_trtis(
     ctx: typer.Context,
     local: bool = typer.Option(False, "--local", help="Start a CPU Triton server on this machine instead."),
-    release: str = typer.Option("trtis", "--release", help="Helm release name."),
+    release: str = typer.Option(TRTIS_RELEASE, "--release", help="Helm release name."),
     namespace: str = typer.Option("default", "--namespace", "-n"),
     kube_context: Optional[str] = typer.Option(None, "--kube-context"),
     timeout: float = typer.Option(600, "--timeout", help="Seconds to wait until Triton is ready."),
@@ -253,7 +254,7 @@ def install_trtis(
     wf.check_namespace(namespace)
     project = _state(ctx).project()
     if local:
-        from clara_wf import triton_local
+        from clara_wf.triton import local as triton_local
 
         instance = triton_local.start(
             project.state_dir, project.test_data_dir / "models", progress=note, timeout=timeout
@@ -263,10 +264,10 @@ def install_trtis(
         else:
             echo(f"Triton is ready (pid {instance.pid}): NVIDIA_CLARA_TRTISURI={instance.uri}")
         return
-    from clara_wf.engines import kubernetes as kube_engine
     from clara_wf.helm import Helm
+    from clara_wf.triton import cluster
 
-    uri, already = kube_engine.install_trtis(
+    uri, already = cluster.install_trtis(
         Helm(), project.trtis_chart_dir, release=release, namespace=namespace,
         kube_context=kube_context, timeout=timeout, on_event=_print_event,
     )
@@ -277,7 +278,7 @@ def install_trtis(
 def uninstall_trtis(
     ctx: typer.Context,
     local: bool = typer.Option(False, "--local", help="Stop the Triton server started on this machine."),
-    release: str = typer.Option("trtis", "--release", help="Helm release name."),
+    release: str = typer.Option(TRTIS_RELEASE, "--release", help="Helm release name."),
     namespace: str = typer.Option("default", "--namespace", "-n"),
     kube_context: Optional[str] = typer.Option(None, "--kube-context"),
 ) -> None:
@@ -287,15 +288,15 @@ def uninstall_trtis(
     wf.check_namespace(namespace)
     project = _state(ctx).project()
     if local:
-        from clara_wf import triton_local
+        from clara_wf.triton import local as triton_local
 
         stopped = triton_local.stop(project.state_dir)
         echo("Triton stopped" if stopped else "Triton is not running on this machine")
         return
-    from clara_wf.engines import kubernetes as kube_engine
     from clara_wf.helm import Helm
+    from clara_wf.triton import cluster
 
-    removed = kube_engine.uninstall_trtis(Helm(), release=release, namespace=namespace, kube_context=kube_context)
+    removed = cluster.uninstall_trtis(Helm(), release=release, namespace=namespace, kube_context=kube_context)
     echo(f"TRTIS release '{release}' deleted" if removed else f"TRTIS release '{release}' is not installed")
 
 
@@ -326,9 +327,9 @@ def set_ngc_api_key(
         redaction.register(key.strip())
         if not key.strip():
             raise InputError("no NGC API key entered")
-    from clara_wf.engines import kubernetes as kube_engine
+    from clara_wf import kube
 
-    result = kube_engine.set_ngc_api_key(namespace=namespace, key=key.strip(), kube_context=kube_context)
+    result = kube.set_ngc_api_key(namespace=namespace, key=key.strip(), kube_context=kube_context)
     echo(f"secret/nvcr.io {result}")
 
 

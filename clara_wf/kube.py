@@ -106,7 +106,8 @@ class _Redactor:
         return text
 
 
-def _validate_key(key: str) -> str:
+def validate_key(key: str) -> str:
+    """The NGC API key as pasted, stripped; an InputError when it cannot be one."""
     key = (key or "").strip()
     if not key:
         raise InputError("the NGC API key is empty; get one at https://ngc.nvidia.com/configuration/api-key")
@@ -350,7 +351,7 @@ class Kube:
         """Create or replace the docker-registry secret for nvcr.io; returns "created" or "replaced"."""
         from kubernetes.client.exceptions import ApiException
 
-        key = _validate_key(key)
+        key = validate_key(key)
         redact = _Redactor(key)
         client = self._client
         body = client.V1Secret(
@@ -976,3 +977,14 @@ class _JobWatch:
                     self._handle(item)
                 except ClusterError:
                     pass
+
+
+def set_ngc_api_key(namespace: str, key: str, kube_context: Optional[str] = None, *,
+                    kubeconfig: Optional[str] = None) -> str:
+    """`clara-wf setkey`: create or replace the ``nvcr.io`` pull secret; "created" or "replaced".
+
+    The key goes only into the secret's body; it is never logged nor put in a message.
+    """
+    key = validate_key(key)  # before touching the cluster: an empty key is an input error
+    with Kube(namespace, kube_context, kubeconfig=kubeconfig) as kube:
+        return kube.apply_pull_secret(key)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from clara_wf import charts, journal
+from clara_wf import charts, journal, triton
 from clara_wf import values_edit as ve
 from clara_wf.errors import InputError
 from clara_wf.project import TEMPLATE_STAGE, Project
@@ -402,8 +402,8 @@ def _operator(raw, index: int, version: str, path: Path, warn: Callback, note: C
                     if isinstance(conn, dict):
                         _unknown(conn, CONNECTION_ITEM_FIELDS, f"{where} connections.{kind}", warn)
         if svc_name.lower() in TRTIS_SERVICE_NAMES:
-            if "trtis" not in services:
-                services.append("trtis")
+            if triton.SERVICE not in services:
+                services.append(triton.SERVICE)
             http = (connections.get("http") if isinstance(connections, dict) else None) or []
             names = [str(c.get("name")) for c in http if isinstance(c, dict) and c.get("name")]
             if names and TRTIS_URI_VARIABLE not in names:
@@ -716,7 +716,7 @@ class ImportPlan:
 
     @property
     def trtis_stages(self) -> List[str]:
-        return [op.name for op in self.pipeline.operators if "trtis" in op.services]
+        return [op.name for op in self.pipeline.operators if triton.SERVICE in op.services]
 
     def diff(self) -> str:
         values = str(self.project.values_file)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from clara_wf import charts
+from clara_wf import charts, triton
 from clara_wf.errors import InputError
 from clara_wf.project import Project
 
@@ -125,7 +125,7 @@ class WorkflowRun:
     @property
     def needs_triton(self) -> bool:
         """A stage lists the trtis service (stages.<name>.services)."""
-        return any("trtis" in (self.values.get(s, {}).get("services") or []) for s in self.stages)
+        return any(triton.SERVICE in (self.values.get(s, {}).get("services") or []) for s in self.stages)
 
     def output_folders(self) -> List[Path]:
         """Where the workflow's results land: the outputs nothing else reads (DAG form), or

@@ -49,8 +49,8 @@ def free_port() -> int:
 
 def triton_server(state_dir: Path, model_repository: Path = MODELS) -> Iterator:
     """Body of a module-scoped fixture: a real local Triton, always stopped afterwards."""
-    from clara_wf import triton_local
     from clara_wf.errors import ExternalToolError
+    from clara_wf.triton import local as triton_local
 
     try:
         triton_local.find_distribution()

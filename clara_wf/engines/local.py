@@ -23,12 +23,10 @@ sees the libraries installed with clara-wf (the image's interpreter does not exi
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -37,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from clara_wf import engines, rendering
+from clara_wf import engines, processes, rendering
 from clara_wf.engines.base import SANDBOXES, RunPlan
 from clara_wf.errors import ExternalToolError, InputError
 from clara_wf.events import (
@@ -58,7 +56,7 @@ from clara_wf.job_lock import other_jobs_running
 from clara_wf.runner import protocol
 from clara_wf.workflow import WorkflowRun
 
-STOP_GRACE_S = 5.0
+STOP_GRACE_S = processes.STOP_GRACE_S
 POLL_S = 0.01
 PYTHON_NAMES = {"python", "python3"}
 RUNNER_MODULE = "clara_wf.runner"
@@ -267,32 +265,10 @@ def _bwrap_argv(plan: StagePlan) -> List[str]:
 # --- running ----------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if clara-wf dies, so no stage outlives it (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _pump(stream, stage: str, sink: "queue.Queue") -> None:
     for raw in iter(stream.readline, b""):
         sink.put(LogLine(stage, raw.decode("utf-8", "replace").rstrip("\n")))
     stream.close()
-
-
-def _terminate(procs: Dict[str, subprocess.Popen], grace: float = STOP_GRACE_S) -> None:
-    alive = {n: p for n, p in procs.items() if p.poll() is None}
-    for proc in alive.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for proc in alive.values():
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    for proc in alive.values():
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _payload_inputs(run: WorkflowRun, plans: List[StagePlan], pod: dict) -> List[Path]:
@@ -381,11 +357,12 @@ def stage_triton(plan: RunPlan, on_event: EventSink, timings: Dict[str, object])
     release = False  # a Triton started for runs: the last run using it stops it
     try:
         t0 = time.monotonic()
-        from clara_wf import triton_local
+        from clara_wf.triton import local as triton_local
+        from clara_wf.triton.ready import wait_ready
 
         if trtis_uri:
             on_event(Info(f"checking Triton at {trtis_uri} ..."))
-            triton_local.wait_ready(trtis_uri, timeout=10)
+            wait_ready(trtis_uri, timeout=10)
             uri = trtis_uri
         else:
             marker = _auto_triton_marker(state_dir)
@@ -423,7 +400,7 @@ def _auto_triton_marker(state_dir: Path) -> Path:
 
 def _release_triton(state_dir: Path, job_id: str, on_event: EventSink, timings: Dict[str, object]) -> None:
     """Stop the Triton that runs started, unless another run still uses it (it stops it then)."""
-    from clara_wf import triton_local
+    from clara_wf.triton import local as triton_local
 
     if other_jobs_running(state_dir, job_id):
         with contextlib.suppress(Exception):
@@ -486,7 +463,7 @@ def run_stages(plans, work_dir, sandbox, timeout, on_event, timings, launch: Opt
         timings["launch_s"] = time.monotonic() - t_launch
         outcome = _watch(plans, procs, records, logs, timeout, on_event)
     except BaseException:
-        _terminate(procs)
+        processes.stop_groups(procs.values(), STOP_GRACE_S)
         with contextlib.suppress(Exception):  # the display may be gone (a closed pipe)
             _drain(logs, on_event)
         by_name = {p.name: p for p in plans}
@@ -506,13 +483,10 @@ def _start_host_process(plan: StagePlan, sandbox: str) -> subprocess.Popen:
     argv = _bwrap_argv(plan) if sandbox == "bwrap" else plan.argv
     cwd = None if sandbox == "bwrap" else plan.cwd
     try:
-        return subprocess.Popen(
-            argv, cwd=cwd, env=_stage_env(plan), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-    except OSError as err:
-        raise ExternalToolError(f"stage {plan.name}: cannot start {argv[0]}: {err.strerror or err}") from None
+        return processes.start_group(argv, cwd=cwd, env=_stage_env(plan), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, die_with_parent=True)
+    except ExternalToolError as err:
+        raise ExternalToolError(f"stage {plan.name}: {err}") from None
 
 
 def _update(record: StageRecord, plan: StagePlan) -> StageUpdate:
@@ -555,7 +529,7 @@ def _watch(plans, procs, records, logs, timeout, on_event) -> JobOutcome:
             on_event(_update(record, plan))
         if deadline is not None and time.monotonic() > deadline and pending:
             timed_out = True
-            _terminate({n: procs[n] for n in pending})
+            processes.stop_groups([procs[n] for n in sorted(pending)], STOP_GRACE_S)
             for name in sorted(pending):
                 record = records[name]
                 record.state, record.ended = FAILED, time.time()
