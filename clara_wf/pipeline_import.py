@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from clara_wf import charts, journal, triton
+from clara_wf import charts, dag, journal, triton
 from clara_wf import values_edit as ve
 from clara_wf.errors import InputError
 from clara_wf.project import TEMPLATE_STAGE, Project
@@ -470,29 +470,12 @@ def _resolve_dag(path: Path, operators: List[Operator]) -> List[Operator]:
                 raise InputError(f"{where} reads {up}/{item['name']} a second time")
             seen.add(key)
 
-    order: List[Operator] = []
-    done: set = set()
-    pending = list(operators)
-    while pending:
-        ready = next((op for op in pending if all(u in done for u in op.upstream)), None)
-        if ready is None:
-            raise InputError(f"{path}: the operators form a cycle: {' -> '.join(_find_cycle(pending))}")
-        order.append(ready)
-        done.add(ready.name)
-        pending.remove(ready)
-    return order
-
-
-def _find_cycle(pending: List[Operator]) -> List[str]:
-    by_name = {op.name: op for op in pending}
-    start = pending[0].name
-    trail: List[str] = []
-    current = start
-    while current not in trail:
-        trail.append(current)
-        current = next(u for u in by_name[current].upstream if u in by_name)
-    loop = trail[trail.index(current):] + [current]
-    return list(reversed(loop))  # upstream -> downstream
+    names = [op.name for op in operators]
+    upstream = {op.name: op.upstream for op in operators}
+    ordered, stuck = dag.order(names, upstream)
+    if stuck:
+        raise InputError(f"{path}: the operators form a cycle: {' -> '.join(dag.find_cycle(names, upstream))}")
+    return [by_name[name] for name in ordered]
 
 
 def read_pipeline(path: Path, params: Optional[Dict[str, str]] = None, *,
@@ -836,7 +819,7 @@ def plan_import(
     staged = ve.read_values(values_file, staged_text)
     lock_names = {}
     for op in pipeline.operators:
-        lock_names[op.name] = str((staged["stages"][op.name] or {}).get("lockName") or f"{op.name}.lock")
+        lock_names[op.name] = dag.lock_name(op.name, staged["stages"][op.name])
     definition = workflow_definition(pipeline, lock_names)
 
     region = ve.mapping_region(values_file, ve.compose_mapping(values_file, staged_text), text_lines, "workflows")

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from clara_wf import engines, processes, rendering
+from clara_wf import engines, payload, processes, rendering
 from clara_wf.engines.base import SANDBOXES, RunPlan
 from clara_wf.errors import ExternalToolError, InputError
 from clara_wf.events import (
@@ -120,12 +120,12 @@ def _host_path_for(value: str, mapping: List[Tuple[str, Path]]) -> Optional[str]
 
 def _map_env_value(key: str, value: str, mapping: List[Tuple[str, Path]]) -> str:
     """A pod path in a variable → the host path; Clara's ``name:path;…`` lists item by item."""
-    if key in ("NVIDIA_CLARA_INPUTPATHS", "NVIDIA_CLARA_OUTPUTPATHS"):
-        items = []
-        for item in value.split(";"):
-            name, sep, path = item.partition(":")
-            items.append(f"{name}{sep}{_host_path_for(path.strip(), mapping) or path}" if sep else item)
-        return ";".join(items)
+    if key in (payload.INPUTPATHS, payload.OUTPUTPATHS):
+        try:
+            entries = payload.parse_paths(value, key)
+        except payload.PayloadError as err:
+            raise InputError(str(err)) from None
+        return ";".join(f"{e.name}:{_host_path_for(e.path, mapping) or e.path}" for e in entries)
     return (_host_path_for(value, mapping) or value) if value.startswith("/") else value
 
 
@@ -278,9 +278,9 @@ def _payload_inputs(run: WorkflowRun, plans: List[StagePlan], pod: dict) -> List
     found = []
     for index, plan in enumerate(plans):
         env = {e["name"]: str(e.get("value", "")) for e in containers[plan.name].get("env", [])}
-        if env.get("NVIDIA_CLARA_INPUTPATHS"):
-            wanted = [path for name, _, path in (i.partition(":") for i in env["NVIDIA_CLARA_INPUTPATHS"].split(";"))
-                      if name.strip() == "payload"]
+        if env.get(payload.INPUTPATHS):
+            wanted = [e.path for e in payload.parse_paths(env[payload.INPUTPATHS])
+                      if e.name == payload.PAYLOAD_INPUT_NAME]
         elif index == 0:
             in_name = ((run.values.get(plan.name, {}).get("mount") or {}).get("in") or {}).get("name", "input")
             wanted = [f"{plan.app_dir.rstrip('/')}/{in_name}"]
