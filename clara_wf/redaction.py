@@ -30,7 +30,7 @@ _RUN = re.compile(r"[A-Za-z0-9+/=_-]+(?:[ \t]*\r?\n[ \t]*[A-Za-z0-9+/=_-]+)*")
 
 
 def _forms(secret: str) -> List[str]:
-    from clara_wf.kube import REGISTRY_USER, dockerconfigjson
+    from clara_wf.kube.secrets import REGISTRY_USER, dockerconfigjson
 
     b64 = lambda data: base64.b64encode(data.encode()).decode("ascii")  # noqa: E731
     return [

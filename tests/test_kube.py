@@ -47,7 +47,7 @@ def test_dockerconfigjson_has_nvcr_io_user_oauthtoken_and_auth():
 
 
 def test_redactor_removes_key_and_its_encodings():
-    redact = kube._Redactor(KEY)
+    redact = kube.Redactor(KEY)
     text = " ".join([KEY, kube.dockerconfigjson(KEY), base64.b64encode(f"$oauthtoken:{KEY}".encode()).decode()])
     cleaned = redact(text)
     assert KEY not in cleaned
