@@ -69,10 +69,16 @@ def find_cycle(nodes: Sequence[str], upstream: Mapping[str, Iterable[str]]) -> L
     return []
 
 
+def workflow_ids(data: Mapping[str, Any]) -> List[str]:
+    """The keys of ``workflows`` in parsed values, sorted."""
+    workflows = data.get("workflows") or {}
+    return sorted(str(k) for k in workflows) if isinstance(workflows, dict) else []
+
+
 def find_workflow(data: Mapping[str, Any], workflow_id: str, values_file: Path) -> Any:
     """``workflows.<id>`` of parsed values; InputError listing the known ids when it is missing."""
     workflows = data.get("workflows") or {}
     if not isinstance(workflows, dict) or workflow_id not in workflows:
-        known = ", ".join(sorted(str(k) for k in workflows)) if isinstance(workflows, dict) else ""
-        raise InputError(f"no workflow {workflow_id!r} in {values_file} (workflows: {known or 'none'})")
+        known = ", ".join(workflow_ids(data)) or "none"
+        raise InputError(f"no workflow {workflow_id!r} in {values_file} (workflows: {known})")
     return workflows[workflow_id]
