@@ -13,7 +13,7 @@ import pytest
 from conftest import JOB, helm_binary, run_cli
 
 from clara_wf import redaction
-from clara_wf.kube import REGISTRY_USER, dockerconfigjson
+from clara_wf.kube.secrets import REGISTRY_USER, dockerconfigjson
 
 KEY = "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"
 
