@@ -64,8 +64,7 @@ def test_scrub_keeps_ordinary_text(registered):
 @pytest.mark.parametrize("kind", ["input", "cluster", "os", "internal", "internal-multiline"])
 def test_every_error_path_of_the_cli_prints_one_scrubbed_line(kind, monkeypatch, capsys):
     """The one place that prints errors (cli.main) scrubs them, whatever raised them."""
-    from clara_wf import cli
-    from clara_wf.engines import kubernetes as kube_engine
+    from clara_wf import cli, kube
     from clara_wf.errors import ClusterError, InputError
 
     redaction.forget_all()
@@ -82,7 +81,7 @@ def test_every_error_path_of_the_cli_prints_one_scrubbed_line(kind, monkeypatch,
     def fail(**_kwargs):
         raise error
 
-    monkeypatch.setattr(kube_engine, "set_ngc_api_key", fail)
+    monkeypatch.setattr(kube, "set_ngc_api_key", fail)
     for verbose in ([], ["--verbose"]):
         with pytest.raises(SystemExit) as exit_:
             cli.main([*verbose, "setkey"])
