@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.helm, pytest.mark.slow]
 
 def _have_triton() -> bool:
     try:
-        from clara_wf import triton_local
+        from clara_wf.triton import local as triton_local
 
         triton_local.find_distribution()
         return True
