@@ -399,7 +399,7 @@ def import_pipeline(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change (stages, workflow, values.yaml diff); write nothing."),
     force: bool = typer.Option(False, "--force", "-f", help="Take over stages or a workflow of the same name not created by this pipeline's import."),
 ) -> None:
-    from clara_wf import pipeline_import as pi
+    from clara_wf import pipeline as pi
 
     project = _state(ctx).project()
     plan = pi.import_pipeline(

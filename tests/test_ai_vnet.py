@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from triton_helpers import (
+from helpers.triton import (
     APP_DIR,
     MODEL_NAME,
     PHANTOM_INPUT,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, HelmError, by_kind, env_of, helm_binary, job_containers, render_chart
+from helpers import REPO, HelmError, by_kind, env_of, helm_binary, job_containers, render_chart, run_values
 
 from clara_wf import charts
 from clara_wf.project import find_project
@@ -15,15 +15,8 @@ from clara_wf.project import find_project
 pytestmark = pytest.mark.helm
 
 CHART = REPO / "charts" / "clara-workflow"
-RUN_VALUES = {
-    "runSimple": "TRUE",
-    "workflow.payloads.hostPath": "/data/test-data",
-    "job.id": "11111111-2222-3333-4444-555555555555",
-    "job.name": "Lung study",
-    "trtisUri": "trtis.default:8000",
-    "dicomAdapter.input": "",
-    "dicomAdapter.output": "",
-}
+RUN_VALUES = run_values(job_id="11111111-2222-3333-4444-555555555555", host_path="/data/test-data",
+                        job_name="Lung study", leave_out=("workflow.id",))
 CLARA_VARIABLES = {
     "NVIDIA_CLARA_STAGENAME", "NVIDIA_CLARA_RUNSIMPLE", "NVIDIA_CLARA_TRTISURI", "NVIDIA_CLARA_APPDIR",
     "NVIDIA_CLARA_INPUTLOCK", "NVIDIA_CLARA_INPUTS", "NVIDIA_CLARA_JOBID", "NVIDIA_CLARA_JOBNAME",

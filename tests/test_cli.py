@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 import yaml
-from conftest import JOB, REPO, assert_one_line_error, run_cli, tree_digest
+from helpers import JOB, REPO, assert_one_line_error, run_cli, tree_digest
 
 COMMANDS = {
     "list_stages": ["list", "ls"],
@@ -107,7 +107,7 @@ def test_dry_run_line_carries_the_kube_context_timeout_and_given_triton(project)
 @pytest.mark.helm
 def test_dry_run_of_a_project_in_an_awkward_folder(tmp_path):
     """Commas, braces and spaces in the project path survive the trip through --set-string."""
-    from conftest import copy_project
+    from helpers import copy_project
 
     project = copy_project(tmp_path / "with,comma {braces} and space")
     result = run_cli("test", "--dry-run", cwd=project)
@@ -193,7 +193,7 @@ def test_build_without_a_docker_engine_is_a_message_and_a_skip(project, tmp_path
 
 def test_fake_api_setkey_through_the_cli_creates_the_secret_and_never_shows_the_key(project, tmp_path):
     """`clara-wf setkey` end to end against the HTTP-level fake API server (tests/fake_kube_api.py)."""
-    from fake_kube_api import FakeKubeAPI
+    from helpers.fake_kube_api import FakeKubeAPI
 
     key = "nvapi-cli-secret-0123456789"
     with FakeKubeAPI() as api:

@@ -30,7 +30,7 @@ from adapter_helpers import (
     storescu,
     wait_for,
 )
-from conftest import JOB, REPO, assert_one_line_error, run_cli
+from helpers import JOB, REPO, assert_one_line_error, run_cli
 
 pytest.importorskip("pynetdicom", reason="the dicom extra is not installed (pip install -e '.[dicom]')")
 from pydicom import dcmread  # noqa: E402

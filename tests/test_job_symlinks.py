@@ -7,8 +7,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import JOB, assert_error_last_line, run_cli
-from workflow_helpers import add_workflow, python_stage
+from helpers import JOB, assert_error_last_line, run_cli
+from helpers.workflows import add_workflow, python_stage
 
 pytestmark = pytest.mark.helm
 SANDBOXES = ["none", pytest.param("bwrap", marks=pytest.mark.skipif(shutil.which("bwrap") is None,

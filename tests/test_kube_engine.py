@@ -10,16 +10,12 @@ points at a cluster that answers).
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from pathlib import Path
-from typing import List, Optional
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fake_kube_api import (  # noqa: E402
+from helpers.fake_helm import FakeHelm
+from helpers.fake_kube_api import (  # noqa: E402
     FakeKubeAPI,
     Json,
     cs_running,
@@ -41,43 +37,6 @@ KEY = "nvapi-ENGINE-KEY-9d8c7b6a5f4e"
 RELEASE = "test-wf"
 JOB = "test-wf-clara-workflow"
 IMAGE = "ai-vnet:latest"
-
-
-class FakeHelm:
-    """Records calls; releases live in a set. ``fail_install`` makes install of that release raise."""
-
-    major = 4
-
-    def __init__(self, installed: Optional[List[str]] = None, fail_install: str = "") -> None:
-        self.installed = set(installed or [])
-        self.calls: List[tuple] = []
-        self.fail_install = fail_install
-
-    def install(self, release, chart, *, namespace, set_string, wait=True, timeout="10m", kube_context=None):
-        self.calls.append(("install", release, Path(chart), namespace, dict(set_string), wait, timeout, kube_context))
-        if release == self.fail_install:
-            self.installed.add(release)  # helm leaves a failed release behind
-            raise ExternalToolError(f"helm install {release} failed: boom")
-        self.installed.add(release)
-        return "STATUS: deployed"
-
-    def uninstall(self, release, *, namespace, kube_context=None):
-        self.calls.append(("uninstall", release, namespace, kube_context))
-        self.installed.discard(release)
-
-    def release_exists(self, release, *, namespace, kube_context=None):
-        return release in self.installed
-
-    def ops(self):
-        return [(c[0], c[1]) for c in self.calls]
-
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    with FakeKubeAPI() as server:
-        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        yield server
 
 
 @pytest.fixture

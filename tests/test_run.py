@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import JOB
-from workflow_helpers import add_workflow, python_stage
+from helpers import JOB
+from helpers.workflows import add_workflow, python_stage
 
 from clara_wf import engines
 from clara_wf.errors import InputError
@@ -77,7 +77,7 @@ def test_engines_are_found_by_name():
 
 
 def test_test_output_json_prints_the_run_record(project):
-    from conftest import run_cli
+    from helpers import run_cli
 
     add_workflow(project, "one", {"hello": python_stage("print('hi')")})
     (project / "test-data" / JOB / "hello" / "input").mkdir(parents=True)

@@ -10,7 +10,7 @@ import stat
 import textwrap
 
 import pytest
-from conftest import JOB, helm_binary, run_cli
+from helpers import JOB, helm_binary, run_cli
 
 from clara_wf import redaction
 from clara_wf.kube.secrets import REGISTRY_USER, dockerconfigjson
@@ -95,7 +95,7 @@ def test_every_error_path_of_the_cli_prints_one_scrubbed_line(kind, monkeypatch,
 
 def test_a_server_echoing_the_key_in_a_malformed_answer_is_one_scrubbed_line(project, tmp_path):
     """The issue's case: 201 with the key in a malformed field gave a 13-line internal error with the key."""
-    from fake_kube_api import FakeKubeAPI, Json
+    from helpers.fake_kube_api import FakeKubeAPI, Json
 
     with FakeKubeAPI() as api:
         api.serve_secrets()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from triton_helpers import MODEL_NAME, MODELS, free_port, triton_server
+from helpers.triton import MODEL_NAME, MODELS, free_port, triton_server
 
 from clara_wf import processes
 from clara_wf.errors import ExternalToolError, InputError

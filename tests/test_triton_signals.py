@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from conftest import JOB, REPO
-from workflow_helpers import add_workflow, python_stage
+from helpers import JOB, REPO
+from helpers.workflows import add_workflow, python_stage
 
 pytestmark = [pytest.mark.helm, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import assert_one_line_error, run_cli, tree_digest
+from helpers import assert_one_line_error, run_cli, tree_digest
 
 VALUES = "charts/clara-workflow/values.yaml"
 CHART = "charts/clara-workflow"
@@ -158,7 +158,7 @@ def test_names_yaml_reads_as_other_types_work(project, name):
 
 
 def test_a_name_yaml_reads_as_a_boolean_renders_in_helm(project):
-    from conftest import render_chart
+    from helpers import render_chart
 
     for name in ("yes", "123"):
         assert run_cli("cs", name, cwd=project).returncode == 0

@@ -13,7 +13,7 @@ from typing import Dict, Iterator, Optional
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 JOB = "00000000-0000-0000-0000-000000000000"
 MODELS = REPO / "test-data" / "models"
 MODEL_NAME = "segmentation_ct_v1"
