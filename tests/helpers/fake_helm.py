@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
+from clara_wf.errors import ExternalToolError
+
 
 class FakeHelm:
     """Records calls; releases live in a set. ``fail_install`` makes install of that release raise."""
