@@ -6,8 +6,6 @@ Used by the checks before a run (``workflow.validate_dag``), ``clara-wf graph`` 
 
 from __future__ import annotations
 
-import heapq
-from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
@@ -30,6 +28,9 @@ def order(nodes: Sequence[str], upstream: Mapping[str, Iterable[str]]) -> Tuple[
     """``(ordered, stuck)``: the nodes in a topological order, the earliest of ``nodes`` first
     wherever the order is free; and, in ``nodes`` order, those on or after a cycle (which
     therefore can never run). Upstream names that are not nodes are ignored."""
+    import heapq
+    from graphlib import CycleError, TopologicalSorter
+
     position = {node: i for i, node in enumerate(nodes)}
     graph = {node: [u for u in upstream.get(node, ()) if u in position] for node in nodes}
     on_cycles: set = set()
@@ -58,6 +59,8 @@ def order(nodes: Sequence[str], upstream: Mapping[str, Iterable[str]]) -> Tuple[
 
 def find_cycle(nodes: Sequence[str], upstream: Mapping[str, Iterable[str]]) -> List[str]:
     """One cycle, upstream to downstream, starting and ending at its earliest node; [] if none."""
+    from graphlib import CycleError, TopologicalSorter
+
     position = {node: i for i, node in enumerate(nodes)}
     try:
         TopologicalSorter({n: [u for u in upstream.get(n, ()) if u in position] for n in nodes}).prepare()
