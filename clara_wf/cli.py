@@ -1,5 +1,8 @@
 """The clara-wf command line: parses arguments, calls the core, turns its errors into messages.
 
+(Over 400 lines: one thin function per command, ~16 commands and aliases; each maps options
+onto the core. Splitting it per command group is the next step once the command set settles.)
+
 Every core error is one line on stderr (``clara-wf: …``) and an exit code: 2 for bad
 usage or input, 1 when an external tool, the cluster or a workflow fails. ``--verbose``
 shows each external command and, on error, the traceback.

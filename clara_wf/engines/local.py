@@ -1,5 +1,8 @@
 """The local engine: run a workflow's pod on this machine, one host process per container.
 
+(Over 400 lines: path planning, the bwrap sandbox and stage supervision still live here;
+the next split is planning → ``engines/host_plan.py``, which the container engine shares.)
+
 The chart is rendered with real ``helm template`` and the same run-time values the
 Kubernetes path passes; the Job's pod spec then says what to run. Each container becomes
 a host process with that container's command, args and environment, started all at

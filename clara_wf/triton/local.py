@@ -1,5 +1,8 @@
 """A real Triton Inference Server on this machine, without a cluster and without a GPU.
 
+(Over 400 lines: finding the wheel's server and its python backend is half of it; tests patch
+that discovery through this module, so it moves to ``triton/distribution.py`` with them.)
+
 The ``nvidia-pytriton`` wheel (the ``local`` extra) bundles ``tritonserver`` with the
 python backend. This module starts that binary detached (its own session, so a Ctrl-C
 of the CLI does not reach it), records it in ``<state_dir>/triton.json``, and stops it
