@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from container_helpers import container_rt, stage_image  # noqa: F401 - fixtures of the container tests (session-wide)
 from helpers import copy_project
 from helpers.fake_kube_api import FakeKubeAPI
 
