@@ -481,6 +481,8 @@ def dicom_adapter_serve(
     job_timeout: float = typer.Option(3600, "--job-timeout", help="Seconds one workflow run may take."),
     namespace: str = typer.Option("default", "--namespace", "-n", help="Kubernetes engine: namespace."),
     kube_context: Optional[str] = typer.Option(None, "--kube-context", help="Kubernetes engine: context."),
+    trtis_uri: Optional[str] = typer.Option(
+        None, "--trtis-uri", help="A running Triton (host:port) for every job, instead of one started or installed per job."),
     payloads_host_path: Optional[str] = typer.Option(
         None, "--payloads-host-path",
         help="Kubernetes engine: the node path of STATE_DIR/payloads (workflow.payloads.hostPath of each job)."),
@@ -500,11 +502,12 @@ def dicom_adapter_serve(
                                           ("--timeout", timeout), ("--grouping", grouping)) if value]
         if quick:
             raise InputError(f"--config and {quick[0]} do not go together: put it in the configuration file")
-        config = cfg.load(config_file, port=port, engine=engine)
+        config = cfg.load(config_file, port=port, engine=engine, trtis_uri=trtis_uri)
     else:
         config = cfg.from_flags(ae_title=ae_title or cfg.DEFAULT_AE_TITLE, port=port, workflows=workflows,
                                 destinations=destinations, timeout=cfg.DEFAULT_TIMEOUT_S if timeout is None else timeout,
-                                engine=engine or "local", grouping=grouping or "StudyInstanceUID", bind_address=bind)
+                                engine=engine or "local", grouping=grouping or "StudyInstanceUID", bind_address=bind,
+                                trtis_uri=trtis_uri)
     if job_timeout <= 0:
         raise InputError(f"--job-timeout must be a number of seconds > 0, not {job_timeout:g}")
     cfg.check_workflows(config, dag.workflow_ids(values_edit.read_values(project.values_file)), project.values_file)
