@@ -370,7 +370,7 @@ def dciodvfy_errors(path: Path) -> list:
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory):
     """A real Triton on a free port for the reference workflow's jobs (8000 may be taken on a shared machine)."""
-    from triton_helpers import triton_server
+    from helpers.triton import triton_server
 
     require_reference()
     yield from triton_server(tmp_path_factory.mktemp("triton-state"))
