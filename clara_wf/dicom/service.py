@@ -274,8 +274,8 @@ class Adapter:
                 self.store.update_job(job_id, exports=exports)
                 continue
             while True:
-                todo = [f for f in files if f.name not in result["sent"]]
-                outcome = send(destination, todo, calling_ae=self.config.scu_ae_title)
+                todo = [f for f in files if str(f.relative_to(output)) not in result["sent"]]
+                outcome = send(destination, todo, calling_ae=self.config.scu_ae_title, root=output)
                 result["attempts"] += 1
                 result["sent"] = sorted(set(result["sent"]) | set(outcome.sent))
                 result["failed"] = outcome.failed
