@@ -92,9 +92,9 @@ def scrub(text: str) -> str:
     """``text`` with every registered secret, in any of its forms, whole or cut, replaced by ***."""
     if not _secrets or not text:
         return text
-    for secret in sorted(_secrets, key=len, reverse=True):
-        for form in _forms(secret):
-            text = text.replace(form, MASK)
+    # Longest first: one form can hold another (base64 of "$oauthtoken:KEY" ends with base64 of KEY).
+    for form in sorted({f for secret in _secrets for f in _forms(secret)}, key=len, reverse=True):
+        text = text.replace(form, MASK)
     return _RUN.sub(lambda m: MASK if _leaks(m.group(0)) else m.group(0), text)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import List, Optional
+from typing import Optional
 
 from clara_wf.errors import InputError
 
@@ -26,24 +26,18 @@ def dockerconfigjson(key: str, *, registry: str = REGISTRY, username: str = REGI
 
 
 class Redactor:
-    """Removes a secret and the encodings it travels in from any text."""
+    """Removes a secret, in every form it travels in (whole, cut or wrapped), from any text:
+    clara_wf.redaction is the one home of that; this registers the key there."""
 
     def __init__(self, secret: Optional[str]) -> None:
-        self._needles: List[str] = []
-        if secret:
-            self._needles = [
-                dockerconfigjson(secret),
-                _b64(f"{REGISTRY_USER}:{secret}".encode()),
-                _b64(secret.encode()),
-                json.dumps(secret)[1:-1],
-                secret,
-            ]
+        from clara_wf import redaction
+
+        redaction.register(secret)
 
     def __call__(self, text: str) -> str:
-        for needle in self._needles:
-            if needle:
-                text = text.replace(needle, "***")
-        return text
+        from clara_wf import redaction
+
+        return redaction.scrub(text)
 
 
 def validate_key(key: str) -> str:
