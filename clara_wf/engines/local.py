@@ -546,7 +546,8 @@ def _watch(plans, procs, records, logs, timeout, on_event) -> JobOutcome:
     root = _root_cause(failed, by_name)
     stages = {r.name: _update(r, by_name[r.name]) for r in records.values()}
     if timed_out:
-        message = f"the workflow did not finish within {timeout:g} s (still running: {', '.join(r.name for r in failed)})"
+        stopped = [r.name for r in failed if r.status == "timeout"]  # not the stages that had already ended
+        message = f"the workflow did not finish within {timeout:g} s (still running: {', '.join(stopped)})"
     elif root:
         message = f"stage {root.name} failed: {root.detail}"
     else:
