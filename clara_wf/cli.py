@@ -255,6 +255,8 @@ def test_workflow(
     base_image: str = typer.Option("auto", "--base-image", help="--build: BASE_IMAGE of the Dockerfiles: auto (the local Debian base when mmdebstrap is installed, else the Dockerfile's default), local, dockerfile or an image."),
     sandbox: Sandbox = typer.Option(Sandbox.auto, "--sandbox", help="Local: bwrap (pod paths for real), none (paths rewritten), auto."),
     output: Output = typer.Option(Output.text, "--output", "-o", help="text (the output folder listed) or json (the run record)."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Run this stage alone, in no workflow: `test --stage NAME [JOB]` (input: test-data/JOB/NAME/input)."),
+    standalone: bool = typer.Option(False, "--standalone", help="With --stage: run it as Clara's operator kit does, with apps/NAME/env.list's variables and NVIDIA_CLARA_NOSYNCLOCK=TRUE."),
 ) -> None:
     from clara_wf import workflow as wf
     from clara_wf.display import RunDisplay, output_listing
@@ -267,10 +269,17 @@ def test_workflow(
     wf.check_seconds(timeout)
     if trtis_uri is not None:
         wf.check_trtis_uri(trtis_uri)
+    if stage is not None:
+        # `test --stage NAME [JOB]`: the one positional argument is the job.
+        given = [a for a in (workflow_id, job_id) if a not in (DEFAULT_WORKFLOW, DEFAULT_JOB)]
+        if job_id != DEFAULT_JOB and workflow_id != DEFAULT_WORKFLOW:
+            raise InputError(f"--stage runs {stage!r} in no workflow: give only the job (test --stage {stage} [JOB])")
+        job_id = given[0] if given else DEFAULT_JOB
     result = run_test(
         _state(ctx).project(), workflow_id, job_id, engine=str(getattr(engine, "value", engine)), dry_run=dry_run, release=release,
         namespace=namespace, kube_context=kube_context, timeout=timeout, keep=keep, build=build, sandbox=sandbox.value,
         trtis_uri=trtis_uri, runtime=runtime, base_image=base_image, display=lambda stages: RunDisplay(stages, stream=sys.stderr), note=note,
+        stage=stage, standalone=standalone,
     )
     if result.dry_run is not None:
         if output is Output.json:
@@ -287,7 +296,10 @@ def test_workflow(
             echo(output_listing(output_dir))
     if outcome is None or not outcome.succeeded:
         raise WorkflowFailed(outcome.message if outcome else "the workflow did not run")
-    if output is Output.text:
+    if output is Output.text and run.stage_only:
+        echo(f"Job '{run.job_name}' ({run.job_id}) executed: stage '{run.stage_only}' succeeded"
+             + (" (stand-alone)" if standalone else ""))
+    elif output is Output.text:
         echo(f"Job '{run.job_name}' ({run.job_id}) executed: workflow '{run.workflow_id}' succeeded")
 
 

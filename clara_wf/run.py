@@ -86,11 +86,17 @@ def run_test(
     overrides: Optional[Mapping[str, str]] = None,
     display: Optional[Callable[[Sequence[str]], Display]] = None,
     note: Callable[[str], None] = _no_note,
+    stage: Optional[str] = None,
+    standalone: bool = False,
 ) -> TestResult:
     """Run ``workflow_id`` on job ``job_id`` (its payload: ``payloads_root/JOB``, by default
     the project's test-data/). ``overrides`` sets run-time values such as
     ``dicomAdapter.input``. Raises InputError before anything runs when the input is wrong;
-    a failed workflow is a result (``succeeded`` False), not an exception."""
+    a failed workflow is a result (``succeeded`` False), not an exception.
+
+    ``stage`` runs that stage alone (``test --stage``: input ``JOB/STAGE/input``, output
+    ``JOB/STAGE/output``); ``standalone`` runs it as Clara's operator kit does, with the
+    variables of its ``env.list`` and ``NVIDIA_CLARA_NOSYNCLOCK=TRUE`` (local engine)."""
     from clara_wf import workflow as wf
 
     wf.check_release_name(release)
@@ -104,10 +110,21 @@ def run_test(
 
     if runtime not in RUNTIMES:
         raise InputError(f"unknown container runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    if standalone and stage is None:
+        raise InputError("--standalone runs one stage: give it with --stage NAME")
     run = wf.plan_run(project, workflow_id, job_id, job_name=job_name, trtis_uri=trtis_uri or DEFAULT_TRTIS_URI,
-                      payloads_root=payloads_root, overrides=overrides)
+                      payloads_root=payloads_root, overrides=overrides, stage=stage)
+    standalone_env = None
+    if standalone:
+        from clara_wf import stage_alone
+
+        if engine not in (engines.AUTO, "local"):
+            raise InputError("--standalone runs on the local engine (it is how an operator is run without Clara)")
+        engine = "local"
+        standalone_env = stage_alone.standalone_env(run)
     plan = RunPlan(run=run, release=release, namespace=namespace, kube_context=kube_context, timeout=timeout,
-                   keep=keep, sandbox=sandbox, build=build, trtis_uri=trtis_uri, runtime=runtime, base_image=base_image)
+                   keep=keep, sandbox=sandbox, build=build, trtis_uri=trtis_uri, runtime=runtime, base_image=base_image,
+                   standalone_env=standalone_env)
     if dry_run:
         return _dry_run(plan, engine)
 

@@ -117,6 +117,13 @@ class WorkflowRun:
     values: Mapping[str, dict] = field(default_factory=dict)  # stages.<name> values, as parsed
     definition: Mapping[str, Any] = field(default_factory=dict)  # workflows.<id>, as parsed
     overrides: Mapping[str, str] = field(default_factory=dict)  # OVERRIDABLE_VALUES set for this run
+    # More --set-string values: the one-stage workflow of `test --stage` (it is in no values.yaml)
+    extra_values: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def stage_only(self) -> Optional[str]:
+        """The stage a `test --stage` run runs alone (None: a workflow of values.yaml)."""
+        return self.stages[0] if self.workflow_id == stage_workflow_id(self.stages[0]) else None
 
     @property
     def job_dir(self) -> Path:
@@ -157,7 +164,25 @@ class WorkflowRun:
                                      payloads_host_path=self.payloads_host_path, trtis_uri=self.trtis_uri,
                                      job_name=self.job_name)
         values.update(self.overrides)
+        values.update(self.extra_values)
         return values
+
+
+STAGE_WORKFLOW_PREFIX = "clara-wf-stage-"
+
+
+def stage_workflow_id(stage: str) -> str:
+    """The id of the one-stage workflow `test --stage NAME` runs (a key no values.yaml uses)."""
+    return f"{STAGE_WORKFLOW_PREFIX}{stage}"
+
+
+def stage_workflow(stage: str) -> Tuple[str, Dict[str, Any], Dict[str, str]]:
+    """The one-stage workflow that runs ``stage`` alone: its id, its definition (seed form:
+    input ``STAGE/input``, output ``STAGE/output``) and the --set-string values that add it."""
+    wf_id = stage_workflow_id(stage)
+    definition = {"stages": [stage], "waitLocks": [""], "args": [""]}
+    key = f"workflows.{wf_id}"
+    return wf_id, definition, {f"{key}.stages[0]": stage, f"{key}.waitLocks[0]": "", f"{key}.args[0]": ""}
 
 
 def validate_dag(workflow_id: str, definition: dict, lock_names: Dict[str, str]) -> Dict[str, List[str]]:
@@ -257,12 +282,14 @@ def plan_run(
     need_test_data: bool = True,
     payloads_root: Optional[Path] = None,
     overrides: Optional[Mapping[str, str]] = None,
+    stage: Optional[str] = None,
 ) -> WorkflowRun:
     """Check a run of ``workflow_id`` on job ``job_id`` before anything starts.
 
     ``payloads_root`` holds the job's folder (default: the project's test-data/);
     ``overrides`` sets run-time values of OVERRIDABLE_VALUES (e.g. the DICOM adapter's
-    ``dicomAdapter.input``).
+    ``dicomAdapter.input``). ``stage`` runs that stage alone, in no workflow of
+    values.yaml (``workflow_id`` is then ignored): its input is ``JOB/STAGE/input``.
     """
     check_job_id(job_id)
     overrides = dict(overrides or {})
@@ -271,7 +298,17 @@ def plan_run(
         raise InputError(f"cannot set run-time value(s) {', '.join(unknown)}: only {', '.join(OVERRIDABLE_VALUES)}")
     root = Path(payloads_root) if payloads_root is not None else project.test_data_dir
     data = charts.read_values(project.values_file)
-    definition = dag.find_workflow(data, workflow_id, project.values_file)
+    extra: Dict[str, str] = {}
+    if stage is not None:
+        if not charts.is_dns_label(stage):
+            raise InputError(f"no stage {stage!r}: stage names are DNS-1123 labels (lower-case letters, digits, '-')")
+        stage_values = data.get("stages") or {}
+        if stage not in charts.list_stages(project) and not (isinstance(stage_values, dict) and stage in stage_values):
+            known = ", ".join(charts.list_stages(project)) or "none"
+            raise InputError(f"no stage {stage!r} (stages: {known}): `clara-wf cs {stage}` scaffolds it")
+        workflow_id, definition, extra = stage_workflow(stage)
+    else:
+        definition = dag.find_workflow(data, workflow_id, project.values_file)
     stages = definition.get("stages") if isinstance(definition, dict) else None
     if not isinstance(stages, list) or not stages:
         raise InputError(f"workflow {workflow_id!r} has no stages list in {project.values_file}")
@@ -300,7 +337,7 @@ def plan_run(
     if need_test_data and not job_dir.is_dir():
         raise InputError(
             f"no test data for job {job_id}: {job_dir} is missing "
-            f"(put the first stage's input under {job_dir / stages[0] / 'input'})"
+            f"(put the {'stage' if stage else 'first stage'}'s input under {job_dir / stages[0] / 'input'})"
         )
     return WorkflowRun(
         project=project,
@@ -313,4 +350,5 @@ def plan_run(
         values={name: dict(stage_values[name]) for name in stages},
         definition=dict(definition),
         overrides=overrides,
+        extra_values=extra,
     )

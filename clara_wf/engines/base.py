@@ -15,7 +15,7 @@ it makes a new run with ``dataclasses.replace(plan.run, trtis_uri=...)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Mapping, Optional, Protocol
 
 from clara_wf.events import EventSink, JobOutcome
 from clara_wf.workflow import DEFAULT_RELEASE, WorkflowRun
@@ -41,6 +41,9 @@ class RunPlan:
     trtis_uri: Optional[str] = None  # a Triton given by the user: the engine neither starts nor installs one
     runtime: str = "auto"  # container engine and image builds: podman, docker or auto (whichever answers)
     base_image: str = "auto"  # image builds: BASE_IMAGE (auto, local, dockerfile or an image reference)
+    # `test --stage NAME --standalone`: the stage's env.list variables (+ NOSYNCLOCK=TRUE) and
+    # their folders replace the chart's, as Clara's operator kit runs an operator (local engine)
+    standalone_env: Optional[Mapping[str, str]] = None
 
 
 class Engine(Protocol):

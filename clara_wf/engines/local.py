@@ -321,15 +321,14 @@ def run_workflow(plan: RunPlan, on_event: EventSink, helm=None) -> JobOutcome:
     # Render once to check everything before anything starts (Triton takes seconds).
     t0 = time.monotonic()
     work_dir = run.project.state_dir / "runs" / run.job_id
-    pod = rendering.job_pod_spec(rendering.render_documents(run, release=plan.release, helm=helm))
+    pod = _pod(plan, run, helm)
     plans = plan_stages(run, pod, work_dir, sandbox)
     timings["render_s"] = time.monotonic() - t0
     check_payload_inputs(run, plans, pod)
     with stage_triton(plan, on_event, timings) as run:
         if run is not plan.run:  # the stages get the Triton's URI: render again with it
             t0 = time.monotonic()
-            plans = plan_stages(run, rendering.job_pod_spec(rendering.render_documents(run, release=plan.release, helm=helm)),
-                                work_dir, sandbox)
+            plans = plan_stages(run, _pod(plan, run, helm), work_dir, sandbox)
             timings["render_s"] = float(timings["render_s"]) + time.monotonic() - t0  # type: ignore[arg-type]
         outcome = run_stages(plans, work_dir, sandbox, plan.timeout, on_event, timings)
     timings["total_s"] = time.monotonic() - started
@@ -394,6 +393,17 @@ def stage_triton(plan: RunPlan, on_event: EventSink, timings: Dict[str, object])
         if release:
             with interrupts.deferred():
                 _release_triton(state_dir, run.job_id, on_event, timings)
+
+
+def _pod(plan: RunPlan, run: WorkflowRun, helm) -> dict:
+    """The Job's pod spec as the chart renders it for ``run`` (stand-alone: with env.list's
+    variables and folders, ``clara_wf.stage_alone``)."""
+    pod = rendering.job_pod_spec(rendering.render_documents(run, release=plan.release, helm=helm))
+    if plan.standalone_env is not None:
+        from clara_wf import stage_alone
+
+        pod = stage_alone.apply(pod, run, plan.standalone_env, keep_trtis=bool(plan.trtis_uri) or run.needs_triton)
+    return pod
 
 
 def _auto_triton_marker(state_dir: Path) -> Path:
