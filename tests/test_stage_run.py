@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-
 from conftest import assert_one_line_error, run_cli, tree_digest
 
 pytestmark = pytest.mark.helm
