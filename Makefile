@@ -18,6 +18,7 @@ setup: $(STAMP)
 	@sh tools/install_bwrap.sh
 	@sh tools/install_podman.sh
 	@sh tools/install_dicom_tools.sh
+	@$(VENV)/bin/python tools/stage_envs.py
 
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml

@@ -63,8 +63,6 @@ STOP_GRACE_S = processes.STOP_GRACE_S
 POLL_S = 0.01
 PYTHON_NAMES = {"python", "python3"}
 RUNNER_MODULE = "clara_wf.runner"
-# Where clara_wf can be imported from without site-packages (for `python -S -m clara_wf.runner`).
-PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 # What a stage process inherits from the host (a pod's container inherits nothing).
 HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", protocol.POLL_ENV)
 
@@ -84,6 +82,7 @@ class StagePlan:
     mounts: List[Tuple[str, Path]]  # (pod path, host path)
     app_dir: str
     source: Optional[Path]
+    python: Optional[Path] = None  # the stage's own environment's interpreter (clara_wf.stage_env)
 
 
 @dataclass
@@ -132,21 +131,26 @@ def _map_env_value(key: str, value: str, mapping: List[Tuple[str, Path]]) -> str
     return (_host_path_for(value, mapping) or value) if value.startswith("/") else value
 
 
-def _python_argv(argv: List[str]) -> List[str]:
-    """``python3`` as the runner and as the program after ``--`` → clara-wf's interpreter."""
+def _python_argv(argv: List[str], program_python: Optional[Path] = None) -> List[str]:
+    """``python3`` as the runner → clara-wf's interpreter; as the stage's program (after
+    ``--``, or first when there is no runner) → the stage's own environment
+    (``program_python``, clara_wf.stage_env), else clara-wf's interpreter."""
     out = list(argv)
+    runner = bool(out) and out[0] in PYTHON_NAMES and out[1:3] == ["-m", RUNNER_MODULE]
     positions = [0] + [i + 1 for i, a in enumerate(out) if a == "--" and i + 1 < len(out)]
     for i in positions:
         if out[i] in PYTHON_NAMES:
-            out[i] = sys.executable
-    if out[:3] == [sys.executable, "-m", RUNNER_MODULE]:
+            out[i] = sys.executable if (i == 0 and runner) or program_python is None else str(program_python)
+    if runner:
         # The runner needs only the standard library: skipping site saves ~30-60 ms per stage.
         out.insert(1, "-S")
     return out
 
 
-def plan_stages(run: WorkflowRun, pod: dict, work_dir: Path, sandbox: str) -> List[StagePlan]:
-    """Map each container of the pod spec onto host folders of the job's payload."""
+def plan_stages(run: WorkflowRun, pod: dict, work_dir: Path, sandbox: str,
+                interpreters: Optional[Dict[str, Path]] = None) -> List[StagePlan]:
+    """Map each container of the pod spec onto host folders of the job's payload;
+    ``interpreters``: the Python of each stage that has its own environment."""
     claim_volumes = {v["name"] for v in pod.get("volumes", []) if "persistentVolumeClaim" in v}
     plans = []
     for container in pod["containers"]:
@@ -191,9 +195,10 @@ def plan_stages(run: WorkflowRun, pod: dict, work_dir: Path, sandbox: str) -> Li
             log_file = Path(log_name) if log_name else None
         waits = [w.strip() for w in env.get("NVIDIA_CLARA_WAITNAME", "").split(",") if w.strip()]
         plans.append(StagePlan(
-            name=name, argv=_python_argv(argv), env=env, cwd=cwd, lock_dir=lock_dir,
+            name=name, argv=_python_argv(argv, (interpreters or {}).get(name)), env=env, cwd=cwd, lock_dir=lock_dir,
             lock_name=env.get("NVIDIA_CLARA_LOCKNAME", f"{name}.lock"), wait_names=waits,
             log_file=log_file, mounts=mounts, app_dir=app_dir, source=source,
+            python=(interpreters or {}).get(name),
         ))
     check_job_paths(run.job_dir, plans)
     return plans
@@ -325,10 +330,15 @@ def run_workflow(plan: RunPlan, on_event: EventSink, helm=None) -> JobOutcome:
     plans = plan_stages(run, pod, work_dir, sandbox)
     timings["render_s"] = time.monotonic() - t0
     check_payload_inputs(run, plans, pod)
+    t0 = time.monotonic()
+    interpreters = stage_interpreters(plans, lambda message: on_event(Info(message)))
+    timings["stage_envs_s"] = time.monotonic() - t0
+    if interpreters:
+        plans = plan_stages(run, pod, work_dir, sandbox, interpreters)
     with stage_triton(plan, on_event, timings) as run:
         if run is not plan.run:  # the stages get the Triton's URI: render again with it
             t0 = time.monotonic()
-            plans = plan_stages(run, _pod(plan, run, helm), work_dir, sandbox)
+            plans = plan_stages(run, _pod(plan, run, helm), work_dir, sandbox, interpreters)
             timings["render_s"] = float(timings["render_s"]) + time.monotonic() - t0  # type: ignore[arg-type]
         outcome = run_stages(plans, work_dir, sandbox, plan.timeout, on_event, timings)
     timings["total_s"] = time.monotonic() - started
@@ -395,6 +405,19 @@ def stage_triton(plan: RunPlan, on_event: EventSink, timings: Dict[str, object])
                 _release_triton(state_dir, run.job_id, on_event, timings)
 
 
+def stage_interpreters(plans: List[StagePlan], progress) -> Dict[str, Path]:
+    """Each stage with a requirements.txt in its source folder → its environment's Python
+    (made now, once per requirements; clara_wf.stage_env)."""
+    from clara_wf import stage_env
+
+    found = {}
+    for plan in plans:
+        requirements = stage_env.requirements_of(plan.source)
+        if requirements is not None:
+            found[plan.name] = stage_env.ensure(requirements, progress=progress, what=f"stage {plan.name}").python
+    return found
+
+
 def _pod(plan: RunPlan, run: WorkflowRun, helm) -> dict:
     """The Job's pod spec as the chart renders it for ``run`` (stand-alone: with env.list's
     variables and folders, ``clara_wf.stage_alone``)."""
@@ -445,11 +468,15 @@ def _prepare_folders(plans: List[StagePlan], work_dir: Path, sandbox: str) -> No
 
 def _stage_env(plan: StagePlan) -> Dict[str, str]:
     env = {k: os.environ[k] for k in HOST_ENV if k in os.environ}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
+    # `python3` on PATH is the stage's own (its environment), else clara-wf's.
+    env["PATH"] = os.pathsep.join([str((plan.python or Path(sys.executable)).parent), env.get("PATH", "/usr/bin:/bin")])
     env["PYTHONUNBUFFERED"] = "1"
     env.update(plan.env)
-    if "-S" in plan.argv[1:2]:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    # The runner and clara_wf.payload (standard library only) for any interpreter, as the
+    # stage image has them in /opt/clara-wf; nothing else of clara-wf's environment.
+    from clara_wf import stage_env
+
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(stage_env.stage_lib()), env.get("PYTHONPATH")) if p)
     return env
 
 
