@@ -10,13 +10,14 @@ shows each external command and, on error, the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -335,10 +336,11 @@ def install_trtis(
     from clara_wf.helm import Helm
     from clara_wf.triton import cluster
 
-    uri, already = cluster.install_trtis(
-        Helm(), project.trtis_chart_dir, release=release, namespace=namespace,
-        kube_context=kube_context, timeout=timeout, on_event=_print_event,
-    )
+    with _or_local("install_trtis --local"):
+        uri, already = cluster.install_trtis(
+            Helm(), project.trtis_chart_dir, release=release, namespace=namespace,
+            kube_context=kube_context, timeout=timeout, on_event=_print_event,
+        )
     echo(f"TRTIS {'is already installed' if already else 'is installed'}: NVIDIA_CLARA_TRTISURI={uri}")
 
 
@@ -364,8 +366,20 @@ def uninstall_trtis(
     from clara_wf.helm import Helm
     from clara_wf.triton import cluster
 
-    removed = cluster.uninstall_trtis(Helm(), release=release, namespace=namespace, kube_context=kube_context)
+    with _or_local("uninstall_trtis --local"):
+        removed = cluster.uninstall_trtis(Helm(), release=release, namespace=namespace, kube_context=kube_context)
     echo(f"TRTIS release '{release}' deleted" if removed else f"TRTIS release '{release}' is not installed")
+
+
+@contextlib.contextmanager
+def _or_local(command: str) -> Iterator[None]:
+    """A cluster that is missing or does not answer: setkey's one line, plus the --local way."""
+    from clara_wf.errors import ClusterError
+
+    try:
+        yield
+    except ClusterError as err:
+        raise ClusterError(f"{err}; or use `clara-wf {command}` for Triton on this machine") from None
 
 
 def _print_event(event) -> None:

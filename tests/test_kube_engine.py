@@ -128,7 +128,7 @@ def test_install_trtis_without_chart_is_an_input_error(tmp_path, api):
         triton.install_trtis(FakeHelm(), tmp_path / "nowhere")
 
 
-def test_uninstall_trtis_idempotent():
+def test_fake_api_uninstall_trtis_idempotent(api):
     helm = FakeHelm(installed=["trtis"])
     events = []
     assert triton.uninstall_trtis(helm, on_event=events.append) is True

@@ -89,6 +89,15 @@ class Kube:
 
     # ----------------------------------------------------------------- secrets
 
+    def ping(self, action: str) -> None:
+        """Does the cluster answer? ClusterError (the same one line every command gives) if not."""
+        from kubernetes import client
+
+        from clara_wf.kube.config import PROBE_TIMEOUT
+
+        with self._api(action):
+            client.VersionApi(self._api_client).get_code(_preload_content=False, _request_timeout=(PROBE_TIMEOUT, PROBE_TIMEOUT))
+
     def read_secret(self, name: str = PULL_SECRET_NAME) -> Optional[Any]:
         """The V1Secret ``name`` or None when there is none."""
         from kubernetes.client.exceptions import ApiException

@@ -78,6 +78,7 @@ def install_trtis(
 
     chart = find_chart(trtis_chart)
     with Kube(namespace, kube_context, kubeconfig=kubeconfig) as kube:
+        kube.ping(f"install Triton (release {release}) in namespace {namespace!r}")  # before helm's own error text
         return ensure(helm, kube, chart, release=release, namespace=namespace, kube_context=kube_context,
                       timeout=timeout, on_event=on_event)
 
@@ -88,8 +89,14 @@ def uninstall_trtis(
     namespace: str = "default",
     kube_context: Optional[str] = None,
     on_event: EventSink = ignore,
+    *,
+    kubeconfig: Optional[str] = None,
 ) -> bool:
     """helm uninstall the Triton release; False (and a message) when it is not installed."""
+    from clara_wf.kube import Kube
+
+    with Kube(namespace, kube_context, kubeconfig=kubeconfig) as kube:
+        kube.ping(f"uninstall Triton (release {release}) in namespace {namespace!r}")  # before helm's own error text
     if not helm.release_exists(release, namespace=namespace, kube_context=kube_context):
         on_event(Info(f"Triton (release {release}) is not installed in namespace {namespace}; nothing to do"))
         return False
