@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from clara_wf import charts, dag, triton
 from clara_wf.errors import InputError
@@ -166,6 +166,38 @@ class WorkflowRun:
         values.update(self.overrides)
         values.update(self.extra_values)
         return values
+
+
+JOB_INPUT = "input"  # test-data/JOB/input: the job's input, whatever the workflow's form
+
+
+def default_input_folder(definition: Mapping[str, Any], stages: Sequence[str]) -> str:
+    """Where the chart reads the job's input from (relative to the job's payload) when
+    nothing overrides it: ``input`` for a DAG workflow (inputs without ``from``), the first
+    stage's ``ioFolders[0]`` or ``<first stage>/input`` for the seed's form."""
+    if definition.get("io"):
+        return JOB_INPUT
+    io_folders = definition.get("ioFolders") or []
+    return str(io_folders[0]) if io_folders else f"{stages[0]}/input"
+
+
+def choose_input_folder(definition: Mapping[str, Any], stages: Sequence[str], job_dir: Path) -> Optional[str]:
+    """The one documented place for a job's input is ``JOB/input/``, whatever the form; the
+    guide's ``JOB/<first stage>/input/`` keeps working. Returns the payload folder to pass as
+    ``dicomAdapter.input`` (the chart's "first input" value) when the job's data is in the
+    place the workflow's form does not read by default; None when nothing needs changing."""
+    default = default_input_folder(definition, stages)
+    if (job_dir / default).is_dir():
+        return None
+    candidates = [JOB_INPUT] if default != JOB_INPUT else [f"{s}/input" for s in stages]
+    for candidate in candidates:
+        if (job_dir / candidate).is_dir():
+            return candidate
+    return None
+
+
+def input_hint(job_dir: Path, stages: Sequence[str]) -> str:
+    return f"put the job's input in {job_dir / JOB_INPUT}/ (or {job_dir / stages[0] / 'input'}/)"
 
 
 STAGE_WORKFLOW_PREFIX = "clara-wf-stage-"
@@ -335,10 +367,11 @@ def plan_run(
 
     job_dir = root / job_id
     if need_test_data and not job_dir.is_dir():
-        raise InputError(
-            f"no test data for job {job_id}: {job_dir} is missing "
-            f"(put the {'stage' if stage else 'first stage'}'s input under {job_dir / stages[0] / 'input'})"
-        )
+        raise InputError(f"no test data for job {job_id}: {job_dir} is missing ({input_hint(job_dir, stages)})")
+    if "dicomAdapter.input" not in overrides:
+        chosen = choose_input_folder(definition, stages, job_dir)
+        if chosen is not None:
+            overrides["dicomAdapter.input"] = chosen
     return WorkflowRun(
         project=project,
         workflow_id=workflow_id,

@@ -92,7 +92,7 @@ def test_standalone_uses_env_list_and_nosynclock(stage, sandbox):
     (["--stage", "my-op", "ct"], "job id 'ct' is not a UUID"),
     (["--stage", "nope"], "no stage 'nope'"),
     (["--stage", "Bad_Name"], "no stage 'Bad_Name'"),
-    (["--stage", "my-op", OTHER_JOB], "put the stage's input under"),
+    (["--stage", "my-op", OTHER_JOB], f"/{OTHER_JOB}/input/ (or "),
     (["--stage", "my-op", "--standalone", "--engine", "kubernetes"], "--standalone runs on the local engine"),
 ])
 def test_bad_stage_runs_are_one_line(stage, args, fragment):

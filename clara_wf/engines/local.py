@@ -350,7 +350,9 @@ def check_payload_inputs(run: WorkflowRun, plans: List[StagePlan], pod: dict) ->
     """The job's input folders exist, before anything starts."""
     for folder in _payload_inputs(run, plans, pod):
         if not folder.is_dir():
-            raise InputError(f"the job's input folder {folder} is missing: put the input of the workflow's first stage there")
+            from clara_wf.workflow import input_hint
+
+            raise InputError(f"the job's input folder {folder} is missing: {input_hint(run.job_dir, run.stages)}")
 
 
 @contextlib.contextmanager
