@@ -179,10 +179,18 @@ def create_stage(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Stage name (a DNS-1123 label)."),
     no_app: bool = typer.Option(False, "--no-app", help="Only the chart half: no apps/NAME (main.py, requirements.txt, Dockerfile, env.list)."),
+    app_only: bool = typer.Option(False, "--app-only", help="Only apps/NAME, for a stage the chart has already (imported, or made with --no-app)."),
 ) -> None:
     from clara_wf import scaffold
 
     project = _state(ctx).project()
+    if app_only and no_app:
+        raise InputError("--app-only and --no-app exclude each other")
+    if app_only:
+        target = scaffold.create_app(project, name)
+        echo(f"Operator app for Stage '{name}' is created at: {target} (main.py, requirements.txt, Dockerfile, env.list)")
+        echo(f"Run it: clara-wf test --stage {name} [JOB]  (input: test-data/JOB/{name}/input)")
+        return
     done = scaffold.create_stage(project, name, app=not no_app)
     for line in done.change.notes:
         note(f"note: {line}")
@@ -427,12 +435,15 @@ def import_pipeline(
     set_values: List[str] = typer.Option([], "--set", help="NAME=value for a ${{NAME}} template parameter (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change (stages, workflow, values.yaml diff); write nothing."),
     force: bool = typer.Option(False, "--force", "-f", help="Take over stages or a workflow of the same name not created by this pipeline's import."),
+    sources: List[str] = typer.Option([], "--source", help="OPERATOR=DIR: the folder of an operator's code (its stage's source; default apps/OPERATOR). Repeatable."),
 ) -> None:
+    from clara_wf import charts
     from clara_wf import pipeline as pi
 
     project = _state(ctx).project()
     plan = pi.import_pipeline(
         project, pipeline, workflow_id=workflow_id, params=pi.parse_set(set_values), force=force, dry_run=dry_run,
+        sources=pi.parse_sources(project, sources),
         warn=lambda message: note(f"warning: {message}"), note=lambda message: note(f"note: {message}"),
     )
     wf_id = plan.workflow_id
@@ -458,6 +469,11 @@ def import_pipeline(
     for name in plan.trtis_stages:
         echo(f"Stage '{name}' uses Triton (trtis service): `clara-wf install_trtis` provides it on Kubernetes; "
              "`clara-wf test --engine local` starts a local one (trtisUri)")
+    for stage in plan.stages:
+        source = (charts.stage_values(project).get(stage.name) or {}).get("source")
+        if source and not (project.root / str(source)).is_dir():
+            echo(f"Stage '{stage.name}' has no code yet: put it in {source}/ "
+                 f"(or generate a pass-through operator there: clara-wf cs {stage.name} --app-only)")
     echo(f"Run it: clara-wf test {wf_id} [JOB]  (the job payload's input goes in test-data/JOB/input)")
 
 

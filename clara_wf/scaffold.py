@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -78,6 +79,30 @@ def create_stage(project: Project, name: str, *, app: bool = True) -> StageScaff
         raise
     created: Optional[bool] = None if not app else target in change.created_folders
     return StageScaffold(change, target, created)
+
+
+def create_app(project: Project, name: str) -> Path:
+    """``cs NAME --app-only``: the operator app of a stage the chart already has (an imported
+    one, or one made with --no-app), written through a staging folder renamed into place."""
+    charts.check_stage_name(name)
+    if name not in charts.list_stages(project):
+        raise InputError(f"no stage {name!r} in the chart: `clara-wf cs {name}` makes the stage and its app")
+    target = app_dir(project, name)
+    if os.path.lexists(target):
+        raise InputError(f"{target} already exists: it is kept as it is")
+    files = render_app(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{charts.TMP_PREFIX}{name}-", dir=target.parent))
+    try:
+        for file_name, content in files.items():
+            (staging / file_name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / file_name).write_text(content, encoding="utf-8")
+        os.chmod(staging, 0o755)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
 
 @dataclass

@@ -169,7 +169,17 @@ def plan_stages(run: WorkflowRun, pod: dict, work_dir: Path, sandbox: str,
         if values.get("source"):
             source = (run.project.root / str(values["source"])).resolve()
             if not source.is_dir():
-                source = None  # a fresh `cs` stage has no app yet; its program may be absolute
+                # Fine for a program that is not a file of the app (``python3 -c``, an absolute
+                # path); a program file such as main.py must come from the missing folder.
+                files = [a for a in [*container.get("command", []), *container.get("args", [])]
+                         if not a.startswith(("-", "/")) and a.endswith((".py", ".sh"))]
+                if files:
+                    raise InputError(
+                        f"stage {name!r}: its code folder {source} (stages.{name}.source) is missing, and its "
+                        f"program needs {files[0]} from there: put the stage's code there, or generate a "
+                        f"pass-through operator with `clara-wf cs {name} --app-only`"
+                    )
+                source = None
 
         stage_work = work_dir / name
         if sandbox == "bwrap":

@@ -28,7 +28,7 @@ The core never prints: warnings (unknown fields, ignored services) and notes go 
 
 from clara_wf.pipeline.document import Operator, Pipeline, parse_set
 from clara_wf.pipeline.operators import read_pipeline
-from clara_wf.pipeline.plan import ImportPlan, ImportResult, apply_import, import_pipeline, plan_import
+from clara_wf.pipeline.plan import ImportPlan, ImportResult, apply_import, import_pipeline, parse_sources, plan_import
 
-__all__ = ["ImportPlan", "ImportResult", "Operator", "Pipeline", "apply_import", "import_pipeline", "parse_set",
+__all__ = ["ImportPlan", "ImportResult", "Operator", "Pipeline", "apply_import", "import_pipeline", "parse_set", "parse_sources",
            "plan_import", "read_pipeline"]

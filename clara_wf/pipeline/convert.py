@@ -109,8 +109,10 @@ def _desired_values(op: Operator) -> Dict[str, Any]:
     }
 
 
-def stage_block(lines: List[str], span: range, name: str, op: Operator, pipeline_name: str) -> Tuple[List[str], bool]:
-    """The stage's marker block with the operator's values set; (lines, changed)."""
+def stage_block(lines: List[str], span: range, name: str, op: Operator, pipeline_name: str,
+                source: Optional[str] = None) -> Tuple[List[str], bool]:
+    """The stage's marker block with the operator's values set (and ``source``, the folder
+    of its code, when given by ``--source``); (lines, changed)."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
     from ruamel.yaml.scalarstring import DoubleQuotedScalarString as DQ
 
@@ -162,6 +164,9 @@ def stage_block(lines: List[str], span: range, name: str, op: Operator, pipeline
         if not want["resources"]:
             res.fa.set_flow_style()
         values["resources"] = res
+        changed = True
+    if source is not None and plain_data(values.get("source")) != source:
+        values["source"] = DQ(source)
         changed = True
     if plain_data(values.get("services") or []) != want["services"]:
         seq = CommentedSeq([DQ(s) for s in want["services"]])

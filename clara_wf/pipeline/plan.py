@@ -6,7 +6,7 @@ import copy
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from clara_wf import charts, dag, journal, triton
 from clara_wf import values_edit as ve
@@ -66,8 +66,10 @@ def plan_import(
     force: bool = False,
     warn: Callback = lambda _m: None,
     note: Callback = lambda _m: None,
+    sources: Optional[Dict[str, str]] = None,
 ) -> ImportPlan:
-    """Everything the import will do, checked; nothing is written."""
+    """Everything the import will do, checked; nothing is written. ``sources``: operator →
+    the folder of its code (``--source``; a new stage's default is ``apps/OPERATOR``)."""
     warnings: List[str] = []
     notes: List[str] = []
 
@@ -146,6 +148,10 @@ def plan_import(
     text_lines = scaffolded.splitlines(keepends=True)
     spans = ve.MarkerIndex(values_file, text_lines)
     by_name = {op.name: op for op in pipeline.operators}
+    unknown = sorted(set(sources or {}) - set(by_name))
+    if unknown:
+        raise InputError(f"--source names {', '.join(repr(u) for u in unknown)}, which the pipeline has no operator "
+                         f"of (operators: {', '.join(by_name)})")
     located = []
     for op in pipeline.operators:
         span = spans.span(op.name)
@@ -154,7 +160,8 @@ def plan_import(
         located.append((span, op))
     changed_by_name: Dict[str, bool] = {}
     for span, op in sorted(located, key=lambda item: item[0].start, reverse=True):
-        block, changed = stage_block(text_lines, span, op.name, by_name[op.name], pipeline.name)
+        block, changed = stage_block(text_lines, span, op.name, by_name[op.name], pipeline.name,
+                                     (sources or {}).get(op.name))
         text_lines[span.start: span.stop] = block
         changed_by_name[op.name] = changed
     stage_plans = []
@@ -250,3 +257,21 @@ def import_pipeline(project: Project, pipeline_path: Path, *, dry_run: bool = Fa
         if not dry_run and plan.changed:
             apply_import(plan)
     return plan
+
+
+def parse_sources(project: Project, items: Sequence[str]) -> Dict[str, str]:
+    """``--source OPERATOR=DIR`` items → {operator: DIR relative to the project when inside it}."""
+    sources: Dict[str, str] = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        name, folder = name.strip(), folder.strip()
+        if not sep or not name or not folder:
+            raise InputError(f"--source {item!r}: expected OPERATOR=DIR (the folder of the operator's code)")
+        path = Path(folder).expanduser()
+        path = path if path.is_absolute() else Path.cwd() / path
+        try:
+            shown = str(path.resolve().relative_to(project.root.resolve()))
+        except ValueError:
+            shown = str(path.resolve())
+        sources[name] = shown
+    return sources
