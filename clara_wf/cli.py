@@ -266,6 +266,8 @@ def test_workflow(
     output: Output = typer.Option(Output.text, "--output", "-o", help="text (the output folder listed) or json (the run record)."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Run this stage alone, in no workflow: `test --stage NAME [JOB]` (input: test-data/JOB/NAME/input)."),
     standalone: bool = typer.Option(False, "--standalone", help="With --stage: run it as Clara's operator kit does, with apps/NAME/env.list's variables and NVIDIA_CLARA_NOSYNCLOCK=TRUE."),
+    pause_before: List[str] = typer.Option([], "--pause-before", help="Hold the run before this stage starts until you continue (Enter); repeatable."),
+    pause_after: List[str] = typer.Option([], "--pause-after", help="Hold the run once this stage is done until you continue (Enter); repeatable."),
 ) -> None:
     from clara_wf import workflow as wf
     from clara_wf.display import RunDisplay, output_listing
@@ -288,7 +290,7 @@ def test_workflow(
         _state(ctx).project(), workflow_id, job_id, engine=str(getattr(engine, "value", engine)), dry_run=dry_run, release=release,
         namespace=namespace, kube_context=kube_context, timeout=timeout, keep=keep, build=build, sandbox=sandbox.value,
         trtis_uri=trtis_uri, runtime=runtime, base_image=base_image, display=lambda stages: RunDisplay(stages, stream=sys.stderr), note=note,
-        stage=stage, standalone=standalone,
+        stage=stage, standalone=standalone, pause_before=pause_before, pause_after=pause_after,
     )
     if result.dry_run is not None:
         if output is Output.json:
@@ -475,6 +477,25 @@ def import_pipeline(
             echo(f"Stage '{stage.name}' has no code yet: put it in {source}/ "
                  f"(or generate a pass-through operator there: clara-wf cs {stage.name} --app-only)")
     echo(f"Run it: clara-wf test {wf_id} [JOB]  (the job payload's input goes in test-data/JOB/input)")
+
+
+@command("shell", args="[stage] [workflow id] [job id]", summary="A shell in a stage's environment (its variables, paths, Python)", help="Open a shell in exactly a stage's environment (its variables, the pod's paths, its Python).")
+def shell(
+    ctx: typer.Context,
+    stage: str = typer.Argument(..., help="The stage."),
+    workflow_id: Optional[str] = typer.Argument(None, metavar="[WORKFLOW]", help="A workflow holding the stage (default: the stage alone, as test --stage)."),
+    job_id: str = typer.Argument(DEFAULT_JOB, metavar="[JOB]", help="The job whose payload folders are mounted."),
+    sandbox: str = typer.Option("auto", "--sandbox", help="bwrap (pod paths for real), none (paths rewritten), auto."),
+) -> None:
+    from clara_wf import external, stage_shell
+
+    interactive = sys.stdin.isatty()
+    command = stage_shell.plan_shell(_state(ctx).project(), stage, workflow_id, job_id, sandbox=sandbox,
+                                     interactive=interactive, progress=note)
+    if interactive:
+        note(f"shell in stage '{stage}' of workflow '{command.workflow_id}' ({command.sandbox}); `exit` leaves it")
+    proc = external.start(command.argv, env=command.env, cwd=command.cwd, stdin=None)
+    raise typer.Exit(proc.wait())
 
 
 @command("graph", args="[workflow id]", summary="Draw a workflow's stages (text, dot, mermaid, svg)", help="Show a workflow's DAG: text in the terminal, or --format dot|mermaid|svg --output FILE.")

@@ -88,6 +88,8 @@ def run_test(
     note: Callable[[str], None] = _no_note,
     stage: Optional[str] = None,
     standalone: bool = False,
+    pause_before: Sequence[str] = (),
+    pause_after: Sequence[str] = (),
 ) -> TestResult:
     """Run ``workflow_id`` on job ``job_id`` (its payload: ``payloads_root/JOB``, by default
     the project's test-data/). ``overrides`` sets run-time values such as
@@ -124,7 +126,14 @@ def run_test(
         standalone_env = stage_alone.standalone_env(run)
     plan = RunPlan(run=run, release=release, namespace=namespace, kube_context=kube_context, timeout=timeout,
                    keep=keep, sandbox=sandbox, build=build, trtis_uri=trtis_uri, runtime=runtime, base_image=base_image,
-                   standalone_env=standalone_env)
+                   standalone_env=standalone_env, pause_before=tuple(pause_before), pause_after=tuple(pause_after))
+    if (pause_before or pause_after) and not dry_run:
+        if engine not in (engines.AUTO, "local"):
+            raise InputError("--pause-before/--pause-after hold a run of the local engine (use --engine local)")
+        engine = "local"
+        unknown = [s for s in (*pause_before, *pause_after) if s not in run.stages]
+        if unknown:
+            raise InputError(f"cannot pause at {unknown[0]!r}: the run's stages are {', '.join(run.stages)}")
     if dry_run:
         return _dry_run(plan, engine)
 

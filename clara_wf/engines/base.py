@@ -15,7 +15,7 @@ it makes a new run with ``dataclasses.replace(plan.run, trtis_uri=...)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Protocol
+from typing import Mapping, Optional, Protocol, Tuple
 
 from clara_wf.events import EventSink, JobOutcome
 from clara_wf.workflow import DEFAULT_RELEASE, WorkflowRun
@@ -44,6 +44,9 @@ class RunPlan:
     # `test --stage NAME --standalone`: the stage's env.list variables (+ NOSYNCLOCK=TRUE) and
     # their folders replace the chart's, as Clara's operator kit runs an operator (local engine)
     standalone_env: Optional[Mapping[str, str]] = None
+    # `test --pause-before/--pause-after STAGE`: hold the run there until the user continues (local engine)
+    pause_before: Tuple[str, ...] = ()
+    pause_after: Tuple[str, ...] = ()
 
 
 class Engine(Protocol):

@@ -350,7 +350,20 @@ def run_workflow(plan: RunPlan, on_event: EventSink, helm=None) -> JobOutcome:
             t0 = time.monotonic()
             plans = plan_stages(run, _pod(plan, run, helm), work_dir, sandbox, interpreters)
             timings["render_s"] = float(timings["render_s"]) + time.monotonic() - t0  # type: ignore[arg-type]
-        outcome = run_stages(plans, work_dir, sandbox, plan.timeout, on_event, timings)
+        pauser = None
+        if plan.pause_before or plan.pause_after:
+            from clara_wf import pause
+
+            pauses = pause.plan_pauses(plans, plan.pause_before, plan.pause_after, run.job_dir)
+            pauser = pause.Pauser(pauses, run.job_id, on_event, run.workflow_id)
+            pauser.start()
+        try:
+            outcome = run_stages(plans, work_dir, sandbox, plan.timeout, on_event, timings)
+            if pauser is not None and outcome.succeeded:
+                pauser.hold_end()
+        finally:
+            if pauser is not None:
+                pauser.stop()
     timings["total_s"] = time.monotonic() - started
     outcome.timings = timings
     return outcome
