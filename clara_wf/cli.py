@@ -266,6 +266,7 @@ def test_workflow(
     output: Output = typer.Option(Output.text, "--output", "-o", help="text (the output folder listed) or json (the run record)."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Run this stage alone, in no workflow: `test --stage NAME [JOB]` (input: test-data/JOB/NAME/input)."),
     standalone: bool = typer.Option(False, "--standalone", help="With --stage: run it as Clara's operator kit does, with apps/NAME/env.list's variables and NVIDIA_CLARA_NOSYNCLOCK=TRUE."),
+    model_repository: Optional[Path] = typer.Option(None, "--model-repository", help="Local: the model repository of the Triton started for the run (default test-data/models)."),
     pause_before: List[str] = typer.Option([], "--pause-before", help="Hold the run before this stage starts until you continue (Enter); repeatable."),
     pause_after: List[str] = typer.Option([], "--pause-after", help="Hold the run once this stage is done until you continue (Enter); repeatable."),
 ) -> None:
@@ -291,6 +292,7 @@ def test_workflow(
         namespace=namespace, kube_context=kube_context, timeout=timeout, keep=keep, build=build, sandbox=sandbox.value,
         trtis_uri=trtis_uri, runtime=runtime, base_image=base_image, display=lambda stages: RunDisplay(stages, stream=sys.stderr), note=note,
         stage=stage, standalone=standalone, pause_before=pause_before, pause_after=pause_after,
+        model_repository=model_repository,
     )
     if result.dry_run is not None:
         if output is Output.json:
@@ -325,6 +327,7 @@ def install_trtis(
     namespace: str = typer.Option("default", "--namespace", "-n"),
     kube_context: Optional[str] = typer.Option(None, "--kube-context"),
     timeout: float = typer.Option(600, "--timeout", help="Seconds to wait until Triton is ready."),
+    model_repository: Optional[Path] = typer.Option(None, "--model-repository", help="--local: the model repository to serve (default test-data/models)."),
 ) -> None:
     from clara_wf import workflow as wf
 
@@ -336,13 +339,20 @@ def install_trtis(
         from clara_wf.triton import local as triton_local
 
         instance = triton_local.start(
-            project.state_dir, project.test_data_dir / "models", progress=note, timeout=timeout
+            project.state_dir, model_repository or project.test_data_dir / "models", progress=note, timeout=timeout
         )
         if instance.already_running:
             echo(f"Triton is already running (pid {instance.pid}): NVIDIA_CLARA_TRTISURI={instance.uri}")
         else:
             echo(f"Triton is ready (pid {instance.pid}): NVIDIA_CLARA_TRTISURI={instance.uri}")
+        for entry in triton_local.repository_index(instance.uri):
+            if entry["state"] != "READY":
+                reason = next((r.strip() for r in entry["reason"].splitlines() if r.strip()), entry["state"])
+                note(f"warning: model {entry['name']!r} did not load ({reason}); the others serve "
+                     f"(`clara-wf models` lists them; its log: {instance.log})")
         return
+    if model_repository is not None:
+        raise InputError("--model-repository is for --local; on a cluster, Triton serves /clara/common/models")
     from clara_wf.helm import Helm
     from clara_wf.triton import cluster
 
@@ -477,6 +487,37 @@ def import_pipeline(
             echo(f"Stage '{stage.name}' has no code yet: put it in {source}/ "
                  f"(or generate a pass-through operator there: clara-wf cs {stage.name} --app-only)")
     echo(f"Run it: clara-wf test {wf_id} [JOB]  (the job payload's input goes in test-data/JOB/input)")
+
+
+@command("models", summary="The local Triton's models and their state", help="List the models of the local Triton (or --trtis-uri) and their state; a model that failed to load is named with its error.")
+def models(
+    ctx: typer.Context,
+    trtis_uri: Optional[str] = typer.Option(None, "--trtis-uri", help="Ask this Triton (host:port) instead of the local one."),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+) -> None:
+    from clara_wf.triton import local as triton_local
+
+    if output not in ("text", "json"):
+        raise InputError(f"--output must be text or json, not {output!r}")
+    uri = trtis_uri
+    if uri is None:
+        instance = triton_local.status(_state(ctx).project().state_dir)
+        if instance is None:
+            raise InputError("no local Triton is running: start one with `clara-wf install_trtis --local "
+                             "[--model-repository DIR]`, or pass --trtis-uri HOST:PORT")
+        uri = instance.uri
+    entries = triton_local.repository_index(uri)
+    if output == "json":
+        echo(json.dumps(entries))
+        return
+    if not entries:
+        echo(f"Triton at {uri} has no models in its repository")
+        return
+    width = max(len(e["name"]) for e in entries)
+    for e in entries:
+        line = f"{e['name']:<{width}}  {e['version'] or '-':<3}  {e['state']}"
+        reason = next((r.strip() for r in e["reason"].splitlines() if r.strip()), "")
+        echo(line + (f": {reason}" if reason and e["state"] != "READY" else ""))
 
 
 @command("shell", args="[stage] [workflow id] [job id]", summary="A shell in a stage's environment (its variables, paths, Python)", help="Open a shell in exactly a stage's environment (its variables, the pod's paths, its Python).")

@@ -90,6 +90,7 @@ def run_test(
     standalone: bool = False,
     pause_before: Sequence[str] = (),
     pause_after: Sequence[str] = (),
+    model_repository: Optional[Path] = None,
 ) -> TestResult:
     """Run ``workflow_id`` on job ``job_id`` (its payload: ``payloads_root/JOB``, by default
     the project's test-data/). ``overrides`` sets run-time values such as
@@ -126,7 +127,8 @@ def run_test(
         standalone_env = stage_alone.standalone_env(run)
     plan = RunPlan(run=run, release=release, namespace=namespace, kube_context=kube_context, timeout=timeout,
                    keep=keep, sandbox=sandbox, build=build, trtis_uri=trtis_uri, runtime=runtime, base_image=base_image,
-                   standalone_env=standalone_env, pause_before=tuple(pause_before), pause_after=tuple(pause_after))
+                   standalone_env=standalone_env, pause_before=tuple(pause_before), pause_after=tuple(pause_after),
+                   model_repository=Path(model_repository).resolve() if model_repository else None)
     if (pause_before or pause_after) and not dry_run:
         if engine not in (engines.AUTO, "local"):
             raise InputError("--pause-before/--pause-after hold a run of the local engine (use --engine local)")

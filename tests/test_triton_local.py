@@ -246,7 +246,9 @@ def test_model_that_fails_to_load_reports_the_log(tmp_path):
     with pytest.raises(ExternalToolError) as info:
         triton_local.start(state, repo, timeout=120)
     message = _one_line(info.value)
-    assert message.startswith("Triton exited during start-up")
+    # Readiness is not strict (one bad model must not stop the others): with no model loaded
+    # at all, the start fails naming each model's error.
+    assert message.startswith(f"no model of {repo.resolve()} loaded (broken: ")
     assert "weights file is missing" in message
     assert f"full log: {state / 'triton.log'}" in message
     assert not (state / "triton.json").exists()

@@ -15,6 +15,7 @@ it makes a new run with ``dataclasses.replace(plan.run, trtis_uri=...)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Optional, Protocol, Tuple
 
 from clara_wf.events import EventSink, JobOutcome
@@ -47,6 +48,7 @@ class RunPlan:
     # `test --pause-before/--pause-after STAGE`: hold the run there until the user continues (local engine)
     pause_before: Tuple[str, ...] = ()
     pause_after: Tuple[str, ...] = ()
+    model_repository: Optional[Path] = None  # the local Triton's models (default: the project's test-data/models)
 
 
 class Engine(Protocol):

@@ -412,7 +412,7 @@ def stage_triton(plan: RunPlan, on_event: EventSink, timings: Dict[str, object])
                     wrote_marker = True
                 release = marker.exists()
             instance = triton_local.start(
-                state_dir, run.project.test_data_dir / "models",
+                state_dir, plan.model_repository or run.project.test_data_dir / "models",
                 progress=lambda message: on_event(Info(message)),
             )
             if instance.already_running and wrote_marker:  # `install_trtis --local` won the race: not ours

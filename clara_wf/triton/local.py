@@ -384,6 +384,9 @@ def start(
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--exit-timeout-secs=5",
+            # A model that fails to load is reported (`clara-wf models`) while the others serve.
+            "--exit-on-error=false",
+            "--strict-readiness=false",
             f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=67108864",
@@ -424,6 +427,10 @@ def start(
                 )
                 _write_record(state_dir, instance)
             _wait_started(process, instance, timeout, progress)
+            entries = repository_index(instance.uri)
+            if entries and not any(e["state"] == "READY" for e in entries):
+                failed = "; ".join(f"{e['name']}: {_first_line(e['reason']) or e['state']}" for e in entries)
+                raise ExternalToolError(f"no model of {repo} loaded ({failed}); full log: {instance.log}")
         except BaseException:
             if process is not None:
                 with interrupts.deferred():  # a second Ctrl-C must not cut the clean-up short
@@ -433,6 +440,44 @@ def start(
             raise
         instance.ready = True
         return instance
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _models_settled(uri: str) -> bool:
+    """Every model has loaded or failed (readiness is not strict, so that one bad model does
+    not keep the others from serving): only then is the server ready for the stages."""
+    try:
+        entries = repository_index(uri, timeout=2.0)
+    except ExternalToolError:
+        return False
+    return all(e["state"] in ("READY", "UNAVAILABLE") for e in entries)
+
+
+def repository_index(uri: str, timeout: float = 10.0) -> List[Dict[str, str]]:
+    """Triton's model repository index (``POST /v2/repository/index``): each model's name,
+    version, state (READY, UNAVAILABLE, LOADING...) and reason (why it failed to load)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"{_base_url(uri)}/v2/repository/index"
+    request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            entries = json.loads(response.read() or b"[]")
+    except urllib.error.HTTPError as exc:
+        raise ExternalToolError(f"Triton at {uri} refused the repository index: HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ExternalToolError(f"Triton at {uri} is not reachable ({reason}); {START_HINT}") from None
+    except ValueError:
+        raise ExternalToolError(f"Triton at {uri} answered the repository index with something that is not JSON") from None
+    return [{"name": str(e.get("name", "?")), "version": str(e.get("version", "")),
+             "state": str(e.get("state", "") or "UNKNOWN"), "reason": str(e.get("reason", ""))}
+            for e in entries if isinstance(e, dict)]
 
 
 def stop(state_dir: Path, *, grace: float = STOP_GRACE_SECONDS) -> bool:
@@ -515,7 +560,7 @@ def _wait_started(process, instance: TritonInstance, timeout: float, progress: P
                 f"Triton exited during start-up (exit code {code}): {_log_excerpt(instance.log)}; "
                 f"full log: {instance.log}"
             )
-        if probe(url, timeout=0.5) == 200:
+        if probe(url, timeout=0.5) == 200 and _models_settled(instance.uri):
             return
         now = time.monotonic()
         if now >= deadline:
