@@ -355,8 +355,8 @@ def delete_stage(project: Project, name: str, force: bool = False, *,
         users = workflows_using(data, name)
         if users and not force:
             raise InputError(
-                f"stage {name!r} is used by workflow(s) {', '.join(users)}; "
-                "remove it from them first, or pass --force"
+                f"stage {name!r} is used by workflow(s) {', '.join(users)}; remove it from them first "
+                f"(`clara-wf workflow show {users[0]}`, or `clara-wf workflow remove {users[0]}`), or pass --force"
             )
 
         new_text = text

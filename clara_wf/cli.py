@@ -539,6 +539,56 @@ def shell(
     raise typer.Exit(proc.wait())
 
 
+workflow_app = typer.Typer(help="List, show and remove the workflows of values.yaml (every other byte is kept).",
+                            no_args_is_help=True)
+app.add_typer(workflow_app, name="workflow")
+listed("workflow", "list | show ID | remove ID", "The workflows of values.yaml")
+
+
+@workflow_app.command("list", help="The workflows: id, form, stages; missing stages marked.")
+def workflow_list(
+    ctx: typer.Context,
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+) -> None:
+    from clara_wf import workflows
+
+    if output not in ("text", "json"):
+        raise InputError(f"--output must be text or json, not {output!r}")
+    infos = workflows.list_workflows(_state(ctx).project())
+    if output == "json":
+        echo(json.dumps([{"id": i.workflow_id, "form": i.form, "stages": i.stages, "missing": i.missing,
+                          "default": i.default} for i in infos]))
+        return
+    width = max((len(i.workflow_id) for i in infos), default=0)
+    for i in infos:
+        stages = ", ".join(f"{s} (missing)" if s in i.missing else s for s in i.stages)
+        echo(f"{i.workflow_id:<{width}}  {i.form:<4}  {stages}{'  [default]' if i.default else ''}")
+
+
+@workflow_app.command("show", help="One workflow's entry, exactly as values.yaml writes it, and its missing stages.")
+def workflow_show(ctx: typer.Context, workflow_id: str = typer.Argument(..., metavar="WORKFLOW")) -> None:
+    from clara_wf import workflows
+
+    info, text = workflows.show_workflow(_state(ctx).project(), workflow_id)
+    typer.echo(text, nl=not text.endswith("\n"))
+    if info.missing:
+        note(f"missing stage(s): {', '.join(info.missing)} (`clara-wf cs NAME` scaffolds one)")
+
+
+@workflow_app.command("remove", help="Remove a workflow from values.yaml, keeping every other byte.")
+def workflow_remove(
+    ctx: typer.Context,
+    workflow_id: str = typer.Argument(..., metavar="WORKFLOW"),
+    force: bool = typer.Option(False, "--force", "-f", help="Remove it even when it is the chart's default (workflow.id)."),
+) -> None:
+    from clara_wf import workflows
+
+    project = _state(ctx).project()
+    for line in workflows.remove_workflow(project, workflow_id, force=force):
+        note(f"note: {line}")
+    echo(f"Workflow '{workflow_id}' is removed from: {project.values_file}")
+
+
 @command("graph", args="[workflow id]", summary="Draw a workflow's stages (text, dot, mermaid, svg)", help="Show a workflow's DAG: text in the terminal, or --format dot|mermaid|svg --output FILE.")
 def graph_workflow(
     ctx: typer.Context,

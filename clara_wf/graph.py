@@ -35,6 +35,7 @@ class Graph:
     payload_readers: List[str] = field(default_factory=list)
     external: List[str] = field(default_factory=list)  # "?lock" nodes: waits nobody satisfies
     source: str = "waitLocks"  # or "io"
+    missing: List[str] = field(default_factory=list)  # stages the chart lacks (no templates or no values)
 
     def upstream(self, stage: str) -> List[Tuple[str, str]]:
         return [(u, label) for u, d, label in self.edges if d == stage]
@@ -127,6 +128,8 @@ def load_graph(project: Project, workflow_id: str) -> Graph:
     stage_values = json.loads(json.dumps(data.get("stages") or {}, default=str))
     graph = build_graph(workflow_id, plain, stage_values)
     graph.layers()  # refuse a cycle early, naming it
+    folders = set(charts.list_stages(project))
+    graph.missing = [s for s in graph.stages if s not in folders or s not in stage_values]
     return graph
 
 
@@ -150,7 +153,8 @@ def to_text(graph: Graph) -> str:
                 lines.append(f"  {node.ljust(width)}  (no stage writes this lock)")
                 continue
             arrow = "<- " + ", ".join(sources) if sources else "(starts at once)"
-            lines.append(f"  {node.ljust(width)}  {arrow}")
+            flag = f"  [missing: `clara-wf cs {node}`]" if node in graph.missing else ""
+            lines.append(f"  {node.ljust(width)}  {arrow}{flag}")
     return "\n".join(lines) + "\n"
 
 
@@ -166,7 +170,8 @@ def to_dot(graph: Graph) -> str:
     if graph.payload_readers:
         out.append(f'  {_dot_id(PAYLOAD_NODE)} [shape=folder, fillcolor="#f5f5f5"];')
     for stage in graph.stages:
-        out.append(f"  {_dot_id(stage)};")
+        missing = f' [label={_dot_id(stage + " (missing)")}, style="dashed,filled", fillcolor="#fdecea", color="#c0392b"]'
+        out.append(f"  {_dot_id(stage)}{missing if stage in graph.missing else ''};")
     for node in graph.external:
         out.append(f'  {_dot_id(node)} [style=dashed, fillcolor=white];')
     for stage in graph.payload_readers:
@@ -193,7 +198,10 @@ def to_mermaid(graph: Graph) -> str:
     if graph.payload_readers:
         out.append(f'  {node(PAYLOAD_NODE)}[("{PAYLOAD_NODE}")]')
     for stage in graph.stages:
-        out.append(f'  {node(stage)}["{text(stage)}"]')
+        out.append(f'  {node(stage)}["{text(stage)}{" (missing)" if stage in graph.missing else ""}"]')
+    if graph.missing:
+        out.append("  classDef missing stroke:#c0392b,stroke-dasharray:4 3,fill:#fdecea")
+        out.append(f"  class {','.join(node(s) for s in graph.missing)} missing")
     for name in graph.external:
         out.append(f'  {node(name)}{{{{"{text(name)}"}}}}')
     for stage in graph.payload_readers:

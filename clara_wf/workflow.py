@@ -348,6 +348,12 @@ def plan_run(
 
     folders = set(charts.list_stages(project))
     stage_values = data.get("stages") or {}
+    absent = [n for n in stages if n not in folders and not (isinstance(stage_values, dict) and n in stage_values)]
+    if len(absent) > 1:  # name them all at once: one `cs` each
+        raise InputError(
+            f"workflow {workflow_id!r} uses stages the chart does not have: {', '.join(absent)} "
+            f"(`clara-wf cs NAME` scaffolds each)"
+        )
     for name in stages:
         if name not in folders:
             raise InputError(

@@ -45,7 +45,8 @@ def test_text_shows_layers_parallel_branches_and_named_outputs(fanout):
 def test_a_seed_workflow_draws_from_its_wait_locks(project):
     result = run_cli("graph", "ct", cwd=project)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+    # Stages the chart lacks are marked ([missing: ...], tests/test_workflow_cmd.py): not the point here.
+    assert [line.split("  [missing:")[0] for line in result.stdout.splitlines()] == [
         "workflow ct: 4 stages, 4 layers, 3 edges (from waitLocks)",
         "layer 0", "  dicom-reader  <- payload",
         "layer 1", "  recon         <- dicom-reader",

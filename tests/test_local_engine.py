@@ -98,6 +98,7 @@ def test_missing_input_folder_is_reported_before_anything_starts(project):
 
 
 def test_triton_unreachable_is_a_clear_message(project):
+    shutil.copytree(REPO / "apps" / "ai-vnet", project / "apps" / "ai-vnet")  # its code (else that is the message)
     result = run_cli("test", "--engine", "local", "--trtis-uri", "127.0.0.1:9", cwd=project)
     assert_error_last_line(result, 1, "Triton at 127.0.0.1:9 is not reachable")
 
