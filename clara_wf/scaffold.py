@@ -16,6 +16,7 @@ are rendered again and compared), so no one's code is ever deleted by it.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass

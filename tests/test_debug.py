@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_error_last_line, assert_one_line_error, run_cli
+from helpers import assert_error_last_line, assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.helm
 HAVE_BWRAP = shutil.which("bwrap") is not None

@@ -4,7 +4,7 @@ a missing code folder is named at `test`, with the command that scaffolds one.""
 from __future__ import annotations
 
 import pytest
-from conftest import REPO, assert_error_last_line, assert_one_line_error, run_cli, tree_digest
+from helpers import REPO, assert_error_last_line, assert_one_line_error, run_cli, tree_digest
 
 from clara_wf import charts
 from clara_wf.project import find_project

@@ -4,7 +4,7 @@ test-data/JOB/<first stage>/input/ keeps working (seed form), and works for DAG 
 from __future__ import annotations
 
 import pytest
-from conftest import assert_error_last_line, run_cli
+from helpers import assert_error_last_line, run_cli
 
 from clara_wf.workflow import choose_input_folder
 

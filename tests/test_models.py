@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from conftest import REPO, assert_error_last_line, assert_one_line_error, run_cli
+from helpers import REPO, assert_error_last_line, assert_one_line_error, run_cli
 
 BROKEN_CONFIG = """name: "broken"
 backend: "python"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 from clara_wf import stage_env
 from clara_wf.errors import ExternalToolError

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import assert_one_line_error, run_cli, tree_digest
+from helpers import assert_one_line_error, run_cli, tree_digest
 
 pytestmark = pytest.mark.helm
 HAVE_BWRAP = shutil.which("bwrap") is not None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_one_line_error, run_cli, tree_digest
+from helpers import assert_one_line_error, run_cli, tree_digest
 
 VALUES = "charts/clara-workflow/values.yaml"
 MISSING_CT = ["dicom-reader", "recon", "dicom-writer"]

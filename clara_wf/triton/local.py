@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional
 
 from clara_wf import processes
 from clara_wf.errors import ExternalToolError, InputError
-from clara_wf.triton.ready import Progress, is_ready, probe, ready_url, wait_ready
+from clara_wf.triton.ready import START_HINT, Progress, base_url, is_ready, probe, ready_url, wait_ready
 
 RECORD_NAME = "triton.json"
 LOG_NAME = "triton.log"
@@ -463,7 +463,7 @@ def repository_index(uri: str, timeout: float = 10.0) -> List[Dict[str, str]]:
     import urllib.error
     import urllib.request
 
-    url = f"{_base_url(uri)}/v2/repository/index"
+    url = f"{base_url(uri)}/v2/repository/index"
     request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
