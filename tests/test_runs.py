@@ -61,7 +61,7 @@ def _fake_run(job: Path, run_id: str, status: str = "succeeded", content: str = 
     for name in ("a", "b", "c"):
         record.stage_from_runner(name, {"status": "succeeded", "start_epoch": 1.0, "end_epoch": 2.0,
                                         "program_exit_code": 0, "attempts": [], "waited_s": 0.5},
-                                 "succeeded", 0)
+                                 "done", 0)
     record.finish(status, "")
 
 
@@ -102,9 +102,10 @@ def test_record_is_written_whole_with_versions_and_outputs(tmp_path):
     data = json.loads((tmp_path / "run.json").read_text())
     assert data["run_id"] == "r1" and data["status"] == "succeeded" and data["clara_wf_version"]
     assert data["duration_s"] is not None and data["end"] is not None
-    out = data["stages"]["a"]["outputs"]
+    stages = {s["stage"]: s for s in data["stages"]}
+    out = stages["a"]["outputs"]
     assert out == [{"path": "a/output/f.txt", "size": 15, "sha256": runs.sha256_of(tmp_path / "a/output/f.txt")}]
-    assert data["stages"]["a"]["wait_s"] == 0.5
+    assert stages["a"]["wait_s"] == 0.5 and stages["a"]["state"] == "done"
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
