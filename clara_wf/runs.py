@@ -174,7 +174,11 @@ def archive_previous(layout: JobLayout, keep: int = DEFAULT_KEEP, clean: bool = 
         return None
     if clean:
         for rel in present:
-            _remove(job_dir / rel)
+            if (job_dir / rel).is_symlink() and (job_dir / rel).is_dir():
+                for entry in (job_dir / rel).iterdir():
+                    _remove(entry)
+            else:
+                _remove(job_dir / rel)
         return None
     previous = read_record(job_dir / RECORD_NAME) or {}
     run_id = str(previous.get("run_id") or "")
@@ -186,9 +190,16 @@ def archive_previous(layout: JobLayout, keep: int = DEFAULT_KEEP, clean: bool = 
     while dest.exists():
         dest = dest.with_name(dest.name + "+")
     for rel in present:
-        target = dest / rel
+        source, target = job_dir / rel, dest / rel
+        if source.is_symlink() and source.is_dir():
+            # A folder the user linked elsewhere (logs -> ...): the link stays, what the
+            # previous run wrote through it moves.
+            target.mkdir(parents=True, exist_ok=True)
+            for entry in source.iterdir():
+                os.rename(entry, target / entry.name)
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(job_dir / rel, target)  # same file system: atomic per path, nothing copied
+        os.rename(source, target)  # same file system: atomic per path, nothing copied
     prune(job_dir, keep)
     return dest.name
 

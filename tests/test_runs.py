@@ -144,3 +144,15 @@ def test_restore_copies_the_reused_outputs_back(tmp_path):
 
 def test_run_ids_sort_by_time():
     assert runs.new_run_id(0) < runs.new_run_id(1) and runs.new_run_id(0).startswith("19700101T000000Z-")
+
+
+def test_a_linked_folder_stays_linked_and_its_contents_move(tmp_path):
+    _fake_run(tmp_path, "r1")
+    (tmp_path / "elsewhere").mkdir()
+    for log in (tmp_path / "logs").iterdir():
+        log.rename(tmp_path / "elsewhere" / log.name)
+    (tmp_path / "logs").rmdir()
+    (tmp_path / "logs").symlink_to(tmp_path / "elsewhere")
+    runs.archive_previous(runs.layout_from_pod(CHAIN, tmp_path))
+    assert (tmp_path / "logs").is_symlink() and os.listdir(tmp_path / "elsewhere") == []
+    assert (tmp_path / "runs" / "r1" / "logs" / "a.log").is_file()
