@@ -40,8 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from clara_wf import engines, payload, processes, rendering, runs
-from clara_wf.engines import _forked
+from clara_wf import engines, forked_runner, payload, processes, rendering, runs
 from clara_wf.engines.base import SANDBOXES, RunPlan
 from clara_wf.errors import ExternalToolError, InputError
 from clara_wf.events import (
@@ -66,7 +65,7 @@ from clara_wf.workflow import WorkflowRun
 
 STOP_GRACE_S = processes.STOP_GRACE_S
 _KNOWN_CHILDREN: set = set()  # clara-wf's own children during a run: never ended as orphans
-# Runners forked from clara-wf (engines/_forked.py) with --sandbox none; CLARA_WF_FORK_RUNNERS=0
+# Runners forked from clara-wf (engines/forked_runner.py) with --sandbox none; CLARA_WF_FORK_RUNNERS=0
 # starts each as its own interpreter instead (what bench/local_run compares).
 FORK_RUNNERS = os.environ.get("CLARA_WF_FORK_RUNNERS", "1") != "0"
 _ORPHANS_POSSIBLE: set = set()  # non-empty once a runner ended without ending its program
@@ -550,10 +549,10 @@ def _start_host_process(plan: StagePlan, sandbox: str) -> Any:
     --sandbox none, its runner forked from clara-wf (no interpreter start per stage)."""
     argv = _bwrap_argv(plan) if sandbox == "bwrap" else plan.argv
     cwd = None if sandbox == "bwrap" else plan.cwd
-    program = _forked.runner_program(argv) if sandbox == "none" and FORK_RUNNERS else None
+    program = forked_runner.runner_program(argv) if sandbox == "none" and FORK_RUNNERS else None
     try:
         if program is not None:
-            return _forked.ForkedRunner(program, _stage_env(plan), cwd)
+            return forked_runner.ForkedRunner(program, _stage_env(plan), cwd)
         return processes.start_group(argv, cwd=cwd, env=_stage_env(plan), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, die_with_parent=True)
     except ExternalToolError as err:
