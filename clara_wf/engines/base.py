@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Protocol, Tuple
+from typing import Any, Mapping, Optional, Protocol, Tuple
 
 from clara_wf.events import EventSink, JobOutcome
 from clara_wf.workflow import DEFAULT_RELEASE, WorkflowRun
@@ -49,6 +49,16 @@ class RunPlan:
     pause_before: Tuple[str, ...] = ()
     pause_after: Tuple[str, ...] = ()
     model_repository: Optional[Path] = None  # the local Triton's models (default: the project's test-data/models)
+    # Runs (clara_wf/runs.py): this run's id; a rerun (--from/--only: a runs.Rerun) checked
+    # by run_test; how many earlier runs the job folder keeps, or clean = delete them.
+    # Engines that host the job folder call runs.prepare_job with these, then send RunStarted.
+    run_id: str = ""
+    rerun: Optional[Any] = None
+    keep_runs: int = 3
+    clean: bool = False
+    # Stop a Triton the engine started only when the caller says so (after it has shown the
+    # outcome); see JobOutcome.teardown.
+    defer_teardown: bool = False
 
 
 class Engine(Protocol):
