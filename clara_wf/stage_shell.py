@@ -46,7 +46,7 @@ def plan_shell(project: Project, stage: str, workflow_id: Optional[str] = None, 
         raise InputError(f"workflow {workflow_id!r} has no stage {stage!r} (its stages: {', '.join(run.stages)})")
     chosen = local.choose_sandbox(sandbox)
     work_dir = project.state_dir / "runs" / run.job_id
-    pod = local._pod(RunPlan(run=run, sandbox=chosen), run, None)
+    pod = local.job_pod(RunPlan(run=run, sandbox=chosen), run, None)
     (plan,) = [p for p in local.plan_stages(run, pod, work_dir, chosen) if p.name == stage]
     interpreters = local.stage_interpreters([plan], progress)
     if interpreters:
@@ -55,15 +55,15 @@ def plan_shell(project: Project, stage: str, workflow_id: Optional[str] = None, 
         host.mkdir(parents=True, exist_ok=True)
     bash = shutil.which("bash") or "/bin/sh"
     shell = [bash, "--norc", "-i"] if interactive and bash.endswith("bash") else [bash]
-    env = local._stage_env(plan)
+    env = local.stage_environment(plan)
     env["PS1"] = f"[clara-wf {stage}] \\w\\$ "
     for key in ("TERM", "COLUMNS", "LINES"):
         if key in os.environ:
             env[key] = os.environ[key]
     env["CLARA_WF_SHELL"] = stage
     if chosen == "bwrap":
-        argv, cwd = local._bwrap_argv(dataclasses.replace(plan, argv=shell)), None
+        argv, cwd = local.bwrap_argv(dataclasses.replace(plan, argv=shell)), None
     else:
-        local._link_app_dir(plan, work_dir / plan.name / "app")
+        local.link_app_dir(plan, work_dir / plan.name / "app")
         argv, cwd = shell, plan.cwd
     return ShellCommand(argv=argv, env=env, cwd=cwd, stage=stage, sandbox=chosen, workflow_id=run.workflow_id)

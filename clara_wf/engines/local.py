@@ -250,7 +250,7 @@ def check_job_paths(job_dir: Path, plans: List[StagePlan]) -> None:
                              "a run's files only inside it; remove the link") from None
 
 
-def _link_app_dir(plan: StagePlan, app: Path) -> None:
+def link_app_dir(plan: StagePlan, app: Path) -> None:
     """The no-sandbox stand-in for the image's appDir: links to the source and the mounts."""
     if app.exists():
         shutil.rmtree(app)
@@ -269,7 +269,7 @@ def _link_app_dir(plan: StagePlan, app: Path) -> None:
         link.symlink_to(host, target_is_directory=True)
 
 
-def _bwrap_argv(plan: StagePlan) -> List[str]:
+def bwrap_argv(plan: StagePlan) -> List[str]:
     """A private root that binds the host's top-level folders, with the pod's paths on top."""
     # Its own PID namespace: when the runner ends (even by SIGKILL), or clara-wf dies
     # (--die-with-parent), the kernel ends every process of the stage, setsid'ed ones too.
@@ -357,7 +357,7 @@ def run_workflow(plan: RunPlan, on_event: EventSink, helm=None) -> JobOutcome:
     # Render once to check everything before anything starts (Triton takes seconds).
     t0 = time.monotonic()
     work_dir = run.project.state_dir / "runs" / run.job_id
-    pod = _pod(plan, run, helm)
+    pod = job_pod(plan, run, helm)
     plans = plan_stages(run, pod, work_dir, sandbox)
     timings["render_s"] = time.monotonic() - t0
     check_payload_inputs(run, plans, pod)
@@ -375,7 +375,7 @@ def run_workflow(plan: RunPlan, on_event: EventSink, helm=None) -> JobOutcome:
     with stage_triton(plan, on_event, timings, deferred) as run:
         if run is not plan.run:  # the stages get the Triton's URI: render again with it
             t0 = time.monotonic()
-            plans = plan_stages(run, _pod(plan, run, helm), work_dir, sandbox, interpreters)
+            plans = plan_stages(run, job_pod(plan, run, helm), work_dir, sandbox, interpreters)
             timings["render_s"] = float(timings["render_s"]) + time.monotonic() - t0  # type: ignore[arg-type]
         if selected is not None:
             plans = [p for p in plans if p.name in selected]
@@ -490,7 +490,7 @@ def stage_interpreters(plans: List[StagePlan], progress) -> Dict[str, Path]:
     return found
 
 
-def _pod(plan: RunPlan, run: WorkflowRun, helm) -> dict:
+def job_pod(plan: RunPlan, run: WorkflowRun, helm) -> dict:
     """The Job's pod spec as the chart renders it for ``run`` (stand-alone: with env.list's
     variables and folders, ``clara_wf.stage_alone``)."""
     pod = rendering.job_pod_spec(rendering.render_documents(run, release=plan.release, helm=helm))
@@ -529,7 +529,7 @@ def _prepare_folders(plans: List[StagePlan], work_dir: Path, sandbox: str) -> No
         for _, host in plan.mounts:
             host.mkdir(parents=True, exist_ok=True)  # the first input was checked to exist
         if sandbox == "none":
-            _link_app_dir(plan, work_dir / plan.name / "app")
+            link_app_dir(plan, work_dir / plan.name / "app")
     # The protocol asks the launcher for a lock folder without this run's lock names in it.
     for plan in plans:
         plan.lock_dir.mkdir(parents=True, exist_ok=True)
@@ -538,7 +538,7 @@ def _prepare_folders(plans: List[StagePlan], work_dir: Path, sandbox: str) -> No
                 (plan.lock_dir / name).unlink()
 
 
-def _stage_env(plan: StagePlan) -> Dict[str, str]:
+def stage_environment(plan: StagePlan) -> Dict[str, str]:
     env = {k: os.environ[k] for k in HOST_ENV if k in os.environ}
     # `python3` on PATH is the stage's own (its environment), else clara-wf's.
     env["PATH"] = os.pathsep.join([str((plan.python or Path(sys.executable)).parent), env.get("PATH", "/usr/bin:/bin")])
@@ -609,13 +609,13 @@ def run_stages(plans, work_dir, sandbox, timeout, on_event, timings, launch: Opt
 def _start_host_process(plan: StagePlan, sandbox: str) -> Any:
     """A ``subprocess.Popen`` of the stage's container command (under bwrap), or, with
     --sandbox none, its runner forked from clara-wf (no interpreter start per stage)."""
-    argv = _bwrap_argv(plan) if sandbox == "bwrap" else plan.argv
+    argv = bwrap_argv(plan) if sandbox == "bwrap" else plan.argv
     cwd = None if sandbox == "bwrap" else plan.cwd
     program = forked_runner.runner_program(argv) if sandbox == "none" and FORK_RUNNERS else None
     try:
         if program is not None:
-            return forked_runner.ForkedRunner(program, _stage_env(plan), cwd)
-        return processes.start_group(argv, cwd=cwd, env=_stage_env(plan), stdout=subprocess.PIPE,
+            return forked_runner.ForkedRunner(program, stage_environment(plan), cwd)
+        return processes.start_group(argv, cwd=cwd, env=stage_environment(plan), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, die_with_parent=True)
     except ExternalToolError as err:
         raise ExternalToolError(f"stage {plan.name}: {err}") from None
