@@ -120,4 +120,10 @@ def apply(pod: dict, run: WorkflowRun, env: Mapping[str, str], *, keep_trtis: bo
                 break
         else:
             mounts.append({"name": volume, "mountPath": path, "subPath": sub_path})
+    # The chart's own mount of an input folder goes: only env.list names the stage's inputs
+    # (a job folder's runs bookkeeping would take that second mount for an output).
+    inputs = {payload_folder(stage, e.name) for e in parse_paths(env["NVIDIA_CLARA_INPUTPATHS"], PATH_VARIABLES[0])}
+    paths = {path for path, _ in wanted}
+    container["volumeMounts"] = [m for m in mounts if not (m.get("subPath") in inputs
+                                                           and m["mountPath"].rstrip("/") not in paths)]
     return pod
