@@ -5,6 +5,9 @@
     python tools/make_phantom.py --out DIR  # somewhere else
     python tools/make_phantom.py --check    # the committed files are exactly what this script makes
 
+It also writes the same volume as a DICOM CT Image Storage series (one file per slice,
+``test-data/<job>/dicom-reader/input/ct-phantom/``), the input of the DICOM workflows.
+
 The phantom is a thorax-like CT volume in Hounsfield units: air (-1000) around an
 elliptic body whose size varies along z, a subcutaneous fat layer (-100), muscle and
 organs (+40), a heart (+45), two lungs (-850), a rib cage of bone bands (+700), a
@@ -26,8 +29,10 @@ Deterministic: geometry is analytic and the noise comes from numpy's legacy
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple
 
@@ -36,6 +41,7 @@ import numpy as np
 JOB_ID = "00000000-0000-0000-0000-000000000000"
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "test-data" / JOB_ID / "ai-vnet" / "input"
+DICOM_OUT = ROOT / "test-data" / JOB_ID / "dicom-reader" / "input" / "ct-phantom"
 NAME = "recon"
 
 SIZE_XYZ = (128, 128, 64)
@@ -163,27 +169,123 @@ def write_phantom(out_dir: Path = DEFAULT_OUT, name: str = NAME) -> Path:
     return path
 
 
+def _uid(*parts: str) -> str:
+    """A stable UID in the 2.25 (UUID) form, from a name-based UUID of ``parts``: same files on every run."""
+    return "2.25.%d" % uuid.uuid5(uuid.NAMESPACE_URL, "clara-wf:phantom:" + ":".join(parts)).int
+
+
+def write_ct_series(out_dir: Path = DICOM_OUT, hu: Optional[np.ndarray] = None, name: str = "phantom",
+                    description: str = "CT phantom (clara-wf)") -> list:
+    """Write ``hu`` (z, y, x; default the thorax phantom) as a CT Image Storage series.
+
+    One file per slice, named by a hash of its SOP Instance UID (so the file order says
+    nothing about the slice order) and InstanceNumber counting from the head down (as
+    many scanners do): a reader must order slices by ImagePositionPatient. Stored values
+    are unsigned with RescaleIntercept -1024, as CT scanners write them.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+    hu = make_phantom()[0] if hu is None else hu
+    nz, ny, nx = hu.shape
+    sx, sy, sz = SPACING_XYZ
+    ox, oy, oz = origin_xyz()
+    study, series, frame = _uid(name, "study"), _uid(name, "series"), _uid(name, "frame-of-reference")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(nz):
+        sop = _uid(name, "instance", str(k))
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = sop
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20190225"
+        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "103000"
+        ds.AccessionNumber = "CWF0001"
+        ds.Modality = "CT"
+        ds.Manufacturer = "clara-wf"
+        ds.ReferringPhysicianName = ""
+        ds.StudyDescription = "clara-wf reference job"
+        ds.SeriesDescription = description
+        ds.PatientName = "Phantom^Thorax"
+        ds.PatientID = "CWF-PHANTOM-1"
+        ds.PatientBirthDate = ""
+        ds.PatientSex = "O"
+        ds.BodyPartExamined = "CHEST"
+        ds.SliceThickness = f"{sz:g}"
+        ds.KVP = "120"
+        ds.PatientPosition = "FFS"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.StudyID = "1"
+        ds.SeriesNumber = 2
+        ds.AcquisitionNumber = 1
+        ds.InstanceNumber = nz - k
+        ds.ImagePositionPatient = [f"{ox:g}", f"{oy:g}", f"{oz + k * sz:g}"]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.FrameOfReferenceUID = frame
+        ds.PositionReferenceIndicator = ""
+        ds.SliceLocation = f"{oz + k * sz:g}"
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = ny, nx
+        ds.PixelSpacing = [f"{sy:g}", f"{sx:g}"]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.WindowCenter, ds.WindowWidth = "40", "400"
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
+        ds.PixelData = (hu[k].astype(np.int32) + 1024).astype("<u2").tobytes()
+        path = out_dir / f"IM{hashlib.sha1(sop.encode()).hexdigest()[:10]}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
 def _same_files(a: Path, b: Path, names: Iterable[str]) -> bool:
     return all((a / n).is_file() and (a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    """Same file names and bytes in both folders (nothing missing, nothing extra)."""
+    def files(d: Path):
+        return sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()) if d.is_dir() else []
+    names = files(b)
+    return files(a) == names and _same_files(a, b, names)
 
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--check", action="store_true", help="verify the files in --out instead of writing them")
+    parser.add_argument("--dicom-out", type=Path, default=DICOM_OUT, help=f"DICOM series folder (default {DICOM_OUT})")
     args = parser.parse_args(argv)
     names = (f"{NAME}.mhd", f"{NAME}.raw")
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
-            write_phantom(Path(tmp))
-            if not _same_files(args.out, Path(tmp), names):
+            write_phantom(Path(tmp) / "volume")
+            write_ct_series(Path(tmp) / "dicom")
+            if not _same_files(args.out, Path(tmp) / "volume", names):
                 print(f"make_phantom: {args.out}/{NAME}.mhd/.raw differ from what this script writes: "
                       f"run python tools/make_phantom.py", file=sys.stderr)
                 return 1
-        print(f"{args.out / names[0]}: up to date")
+            if not _same_tree(args.dicom_out, Path(tmp) / "dicom"):
+                print(f"make_phantom: the DICOM series in {args.dicom_out} differs from what this script writes: "
+                      f"run python tools/make_phantom.py", file=sys.stderr)
+                return 1
+        print(f"{args.out / names[0]}, {args.dicom_out}: up to date")
         return 0
     path = write_phantom(args.out)
     print(f"wrote {path} and {path.with_suffix('.raw')}")
+    if args.dicom_out.is_dir():
+        for old in args.dicom_out.glob("*.dcm"):
+            old.unlink()
+    written = write_ct_series(args.dicom_out)
+    print(f"wrote {len(written)} CT images to {args.dicom_out}")
     return 0
 
 
