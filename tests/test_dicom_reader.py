@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from dicom_helpers import (
     PHANTOM_SERIES,
     READER_DIR,

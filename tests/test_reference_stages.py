@@ -5,10 +5,8 @@ whose base image is a build argument and whose COPY sources exist and pass its
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-
 from triton_helpers import REPO
 
 STAGES = sorted(p.name for p in (REPO / "apps").iterdir() if (p / "main.py").is_file())

@@ -184,7 +184,7 @@ def write_ct_series(out_dir: Path = DICOM_OUT, hu: Optional[np.ndarray] = None, 
     are unsigned with RescaleIntercept -1024, as CT scanners write them.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
 
     hu = make_phantom()[0] if hu is None else hu
     nz, ny, nx = hu.shape
