@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Write the CT phantom the reference job uses, and know its ground truth.
 
-    python tools/make_phantom.py            # writes test-data/<job>/ai-vnet/input/recon.mhd + .raw
-    python tools/make_phantom.py --out DIR  # somewhere else
-    python tools/make_phantom.py --check    # the committed files are exactly what this script makes
+    python tools/make_phantom.py                # writes the reference job's inputs (below)
+    python tools/make_phantom.py --job-dir DIR  # somewhere else
+    python tools/make_phantom.py --check        # the committed files are exactly what this script makes
+
+Inputs of test-data/<job>: ai-vnet/input/recon.mhd + .raw (the volume), the same volume as a
+DICOM series in dicom-reader/input/ct-phantom, and dicom-writer/input (ground truth label
+map + label table + dicom-reader's sidecar of that series).
 
 It also writes the same volume as a DICOM CT Image Storage series (one file per slice,
 ``test-data/<job>/dicom-reader/input/ct-phantom/``), the input of the DICOM workflows.
@@ -30,11 +34,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -258,34 +263,84 @@ def _same_tree(a: Path, b: Path) -> bool:
     return files(a) == names and _same_files(a, b, names)
 
 
+def write_writer_input(out_dir: Path, job_dir: Path) -> None:
+    """dicom-writer's own input (the `dicom-writer-only` workflow): the thorax phantom's ground
+    truth as a label map named after the series, its label table, and dicom-reader's sidecar
+    for the series in ``job_dir/dicom-reader/input`` (made by the real reader, the one home of
+    that format)."""
+    import importlib.util
+    import json
+    import shutil
+
+    import SimpleITK as sitk
+
+    spec = importlib.util.spec_from_file_location("dicom_reader_main", ROOT / "apps" / "dicom-reader" / "main.py")
+    reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)  # type: ignore[union-attr]
+    with tempfile.TemporaryDirectory() as tmp:
+        app = Path(tmp)
+        shutil.copytree(job_dir / "dicom-reader" / "input" / DICOM_OUT.name, app / "input" / DICOM_OUT.name)
+        env = {"NVIDIA_CLARA_APPDIR": str(app), "NVIDIA_CLARA_INPUTS": "input/x.mhd", "NVIDIA_CLARA_OUTPUTS": "output/x.mhd"}
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            reader.run([], env=env)
+        (sidecar,) = (app / "output").glob("*.json")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sidecar, out_dir / sidecar.name)
+        name = sidecar.name[: -len(".json")]
+        volume = sitk.ReadImage(str(app / "output" / f"{name}.mhd"))
+    labels = sitk.GetImageFromArray(ground_truth())
+    labels.CopyInformation(volume)
+    sitk.WriteImage(labels, str(out_dir / f"{name}.seg.mhd"), True)
+    table = {"kind": "clara-wf/labels", "algorithm": {"name": "phantom ground truth", "version": "1"}, "labels": [
+        {"value": SOFT_TISSUE, "name": "Soft tissue", "category": ["85756007", "SCT", "Tissue"],
+         "type": ["87784001", "SCT", "Soft tissue"]},
+        {"value": LUNG_LABEL, "name": "Lung", "category": ["123037004", "SCT", "Anatomical Structure"],
+         "type": ["39607008", "SCT", "Lung"]},
+        {"value": BONE_LABEL, "name": "Bone", "category": ["85756007", "SCT", "Tissue"],
+         "type": ["272673000", "SCT", "Bone"]}]}
+    (out_dir / f"{name}.seg.json").write_text(json.dumps(table, indent=1) + "\n")
+
+
+def write_all(job_dir: Path) -> List[str]:
+    """Every input of the reference job, under ``job_dir``; returns the folders written."""
+    made = []
+    write_phantom(job_dir / "ai-vnet" / "input")
+    made.append("ai-vnet/input")
+    series = job_dir / "dicom-reader" / "input" / DICOM_OUT.name
+    if series.is_dir():
+        shutil.rmtree(series)
+    write_ct_series(series)
+    made.append(f"dicom-reader/input/{DICOM_OUT.name}")
+    writer = job_dir / "dicom-writer" / "input"
+    if writer.is_dir():
+        shutil.rmtree(writer)
+    write_writer_input(writer, job_dir)
+    made.append("dicom-writer/input")
+    return made
+
+
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    parser.add_argument("--check", action="store_true", help="verify the files in --out instead of writing them")
-    parser.add_argument("--dicom-out", type=Path, default=DICOM_OUT, help=f"DICOM series folder (default {DICOM_OUT})")
+    parser.add_argument("--job-dir", type=Path, default=DEFAULT_OUT.parent.parent,
+                        help=f"the job folder the inputs go to (default {DEFAULT_OUT.parent.parent})")
+    parser.add_argument("--check", action="store_true", help="verify the files in --job-dir instead of writing them")
     args = parser.parse_args(argv)
-    names = (f"{NAME}.mhd", f"{NAME}.raw")
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
-            write_phantom(Path(tmp) / "volume")
-            write_ct_series(Path(tmp) / "dicom")
-            if not _same_files(args.out, Path(tmp) / "volume", names):
-                print(f"make_phantom: {args.out}/{NAME}.mhd/.raw differ from what this script writes: "
-                      f"run python tools/make_phantom.py", file=sys.stderr)
-                return 1
-            if not _same_tree(args.dicom_out, Path(tmp) / "dicom"):
-                print(f"make_phantom: the DICOM series in {args.dicom_out} differs from what this script writes: "
-                      f"run python tools/make_phantom.py", file=sys.stderr)
-                return 1
-        print(f"{args.out / names[0]}, {args.dicom_out}: up to date")
+            made = write_all(Path(tmp))
+            for folder in made:
+                if not _same_tree(args.job_dir / folder, Path(tmp) / folder):
+                    print(f"make_phantom: {args.job_dir / folder} differs from what this script writes: "
+                          f"run python tools/make_phantom.py", file=sys.stderr)
+                    return 1
+        print(f"{args.job_dir}: {', '.join(made)} up to date")
         return 0
-    path = write_phantom(args.out)
-    print(f"wrote {path} and {path.with_suffix('.raw')}")
-    if args.dicom_out.is_dir():
-        for old in args.dicom_out.glob("*.dcm"):
-            old.unlink()
-    written = write_ct_series(args.dicom_out)
-    print(f"wrote {len(written)} CT images to {args.dicom_out}")
+    for folder in write_all(args.job_dir):
+        print(f"wrote {args.job_dir / folder}")
     return 0
 
 
