@@ -28,7 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-STAGE = "ai-vnet"
+# The same program serves ai-livertumor (another model): messages carry the stage's name.
+STAGE = os.environ.get("NVIDIA_CLARA_STAGENAME") or "ai-vnet"
 SUFFIXES = (".mhd", ".nii.gz", ".nii")
 OUTPUT_SUFFIX = ".seg.mhd"
 

@@ -316,9 +316,20 @@ def run(env=None):
     label_maps = find_label_maps(inputs)
     payload = payload_root(env, inputs[0])
     written = []
+    found = []
     for label_map in label_maps:
+        try:
+            found.append((label_map, *find_sidecar(label_map, inputs, payload)))
+        except InputProblem as exc:
+            if len(label_maps) == 1:
+                raise
+            # Left by another workflow's run, or not from a DICOM series: no SEG can reference it.
+            log(f"skipped {label_map.name}: {exc}")
+    if not found:
+        raise InputProblem(f"none of the {len(label_maps)} label maps has a dicom-reader sidecar in the payload "
+                           f"{payload}: the writer needs the source series - run dicom-reader earlier in the workflow")
+    for label_map, sidecar_path, sidecar in found:
         started = time.perf_counter()
-        sidecar_path, sidecar = find_sidecar(label_map, inputs, payload)
         sources = find_sources(sidecar_path, sidecar, payload)
         seg, segments = build_seg(label_map, sidecar, sources, label_table(label_map))
         if seg is None:
