@@ -1,6 +1,6 @@
 # clara-wf: one-command set-up, demo and tests on a fresh machine.
-#   make setup   create .venv, install the project and its tools (helm, kubectl; bubblewrap, podman
-#                and mmdebstrap from Debian when root); fast when done
+#   make setup   create .venv, install the project and its tools (helm, kubectl; bubblewrap, podman,
+#                mmdebstrap, dcmtk, orthanc and dicom3tools from Debian when root); fast when done
 #   make demo    setup, then run the main job (clara-wf test ct: DICOM in, DICOM SEG out, PNG overlays)
 #   make test    setup, then the whole suite (chart and CLI tests again under the other Helm major)
 # HELM_MAJOR=3 selects Helm v3.19.0 instead of the default v4.1.4.
@@ -17,12 +17,13 @@ setup: $(STAMP)
 	@$(VENV)/bin/python tools/install_tools.py --major $(HELM_MAJOR)
 	@sh tools/install_bwrap.sh
 	@sh tools/install_podman.sh
+	@sh tools/install_dicom_tools.sh
 
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test,local]'
+	$(VENV)/bin/python -m pip install -q -e '.[test,local,dicom]'
 	@touch $@
 
 # The main job, DICOM in -> DICOM out: the guide's `ct` workflow on the phantom CT series
@@ -38,7 +39,7 @@ test: setup
 		$(VENV)/bin/python -m pytest -q -m helm
 
 bench: setup
-	@for b in bench/cli_latency bench/handoff bench/local_run bench/render_scale; do \
+	@for b in bench/cli_latency bench/handoff bench/local_run bench/render_scale bench/dicom_adapter; do \
 		echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
 clean:

@@ -183,7 +183,7 @@ def _stage_values_block(project: Project, template: str, name: str, indent: int)
         while stack:
             node = stack.pop()
             if isinstance(node, ScalarNode):
-                if node.value == name and node.style is None:
+                if node.value == name and not node.style:  # plain (None or "" by parser)
                     bare.append((node.start_mark.index, node.end_mark.index))
             else:
                 stack.extend(part for item in node.value for part in (item if isinstance(item, tuple) else (item,)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from clara_wf import __version__
+from clara_wf import __version__, redaction
 from clara_wf.errors import ClaraWfError, InputError
 from clara_wf.project import CHART_DIR_ENV, Project, find_project
 from clara_wf.workflow import DEFAULT_JOB, DEFAULT_RELEASE, DEFAULT_WORKFLOW
@@ -36,6 +35,8 @@ Command List
     set_ngc_api_key | setkey                      : Reset NGC API key
     import [pipeline.yaml]                        : Import a Clara pipeline definition as stages + a workflow
     graph [workflow id]                           : Draw a workflow's stages (text, dot, mermaid, svg)
+    dicom-adapter serve                           : Receive studies over DICOM, run a workflow per study, send results
+    jobs [show ID]                                : The DICOM adapter's jobs
 
 Options: --chart-dir DIR (or {CHART_DIR_ENV}), --verbose, --version.
 `clara-wf COMMAND --help` describes a command."""
@@ -192,25 +193,34 @@ def test_workflow(
     ctx: typer.Context,
     workflow_id: str = typer.Argument(DEFAULT_WORKFLOW, metavar="[WORKFLOW]", help="A key of workflows in values.yaml."),
     job_id: str = typer.Argument(DEFAULT_JOB, metavar="[JOB]", help="The job's UUID; its payload is test-data/JOB."),
-    engine: str = typer.Option("auto", "--engine", "-e", help="auto (Kubernetes when a context answers, else local), local or kubernetes."),
+    engine: str = typer.Option("auto", "--engine", "-e", help="auto (Kubernetes when a context answers, else local), local, kubernetes or container (the stage images on podman/docker)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check everything, print the helm command and the manifests, run nothing."),
     trtis_uri: Optional[str] = typer.Option(None, "--trtis-uri", help="Use this Triton (host:port) instead of starting or installing one."),
     namespace: str = typer.Option("default", "--namespace", "-n", help="Kubernetes namespace."),
     kube_context: Optional[str] = typer.Option(None, "--kube-context", help="Kubernetes context (default: the current one)."),
     release: str = typer.Option(DEFAULT_RELEASE, "--release", help="Helm release name of the workflow."),
     timeout: float = typer.Option(1800, "--timeout", help="Seconds the whole run may take."),
-    keep: bool = typer.Option(False, "--keep", help="Kubernetes: keep the releases installed after the run."),
-    build: bool = typer.Option(False, "--build", help="Kubernetes: docker build the stage images first."),
+    keep: bool = typer.Option(False, "--keep", help="Kubernetes: keep the releases installed; container: keep the pod and its containers."),
+    build: bool = typer.Option(False, "--build", help="Container and Kubernetes: build the stage images first (podman/docker build)."),
+    runtime: str = typer.Option("auto", "--runtime", help="Container engine and --build: podman, docker or auto (whichever answers)."),
+    base_image: str = typer.Option("auto", "--base-image", help="--build: BASE_IMAGE of the Dockerfiles: auto (the local Debian base when mmdebstrap is installed, else the Dockerfile's default), local, dockerfile or an image."),
     sandbox: str = typer.Option("auto", "--sandbox", help="Local: bwrap (pod paths for real), none (paths rewritten), auto."),
 ) -> None:
+    from clara_wf import workflow as wf
     from clara_wf.display import RunDisplay, output_listing
     from clara_wf.errors import WorkflowFailed
     from clara_wf.run import run_test
 
+    # Options first: a wrong one is reported before the project is even looked at.
+    wf.check_release_name(release)
+    wf.check_namespace(namespace)
+    wf.check_seconds(timeout)
+    if trtis_uri is not None:
+        wf.check_trtis_uri(trtis_uri)
     result = run_test(
         _state(ctx).project(), workflow_id, job_id, engine=engine, dry_run=dry_run, release=release,
         namespace=namespace, kube_context=kube_context, timeout=timeout, keep=keep, build=build, sandbox=sandbox,
-        trtis_uri=trtis_uri, display=lambda stages: RunDisplay(stages, stream=sys.stderr), note=note,
+        trtis_uri=trtis_uri, runtime=runtime, base_image=base_image, display=lambda stages: RunDisplay(stages, stream=sys.stderr), note=note,
     )
     if result.dry_run is not None:
         echo("# " + result.dry_run.command)
@@ -236,6 +246,11 @@ def install_trtis(
     kube_context: Optional[str] = typer.Option(None, "--kube-context"),
     timeout: float = typer.Option(600, "--timeout", help="Seconds to wait until Triton is ready."),
 ) -> None:
+    from clara_wf import workflow as wf
+
+    wf.check_seconds(timeout)
+    wf.check_release_name(release)
+    wf.check_namespace(namespace)
     project = _state(ctx).project()
     if local:
         from clara_wf import triton_local
@@ -266,6 +281,10 @@ def uninstall_trtis(
     namespace: str = typer.Option("default", "--namespace", "-n"),
     kube_context: Optional[str] = typer.Option(None, "--kube-context"),
 ) -> None:
+    from clara_wf import workflow as wf
+
+    wf.check_release_name(release)
+    wf.check_namespace(namespace)
     project = _state(ctx).project()
     if local:
         from clara_wf import triton_local
@@ -294,12 +313,17 @@ def set_ngc_api_key(
     namespace: str = typer.Option("default", "--namespace", "-n"),
     kube_context: Optional[str] = typer.Option(None, "--kube-context"),
 ) -> None:
-    key = os.environ.get("NGC_API_KEY", "")
+    from clara_wf import workflow as wf
+
+    wf.check_namespace(namespace)
+    key = redaction.ngc_api_key() or ""
     if not key:
         if not sys.stdin.isatty():
             raise InputError("no NGC API key: set NGC_API_KEY (get one at https://ngc.nvidia.com/configuration/api-key)")
         note("Get NGC API key from https://ngc.nvidia.com/configuration/api-key")
         key = typer.prompt("Then, enter the NGC API key", hide_input=True, default="", show_default=False)
+        redaction.register(key)
+        redaction.register(key.strip())
         if not key.strip():
             raise InputError("no NGC API key entered")
     from clara_wf.engines import kubernetes as kube_engine
@@ -374,6 +398,131 @@ def graph_workflow(
     echo(f"Workflow '{workflow_id}' graph ({fmt}){drawn} is written to: {output}")
 
 
+# --- DICOM adapter -----------------------------------------------------------------------
+
+dicom_app = typer.Typer(no_args_is_help=True, help="The DICOM adapter: a Storage SCP that runs a workflow per study.")
+app.add_typer(dicom_app, name="dicom-adapter")
+
+
+def _adapter_state_dir(ctx: typer.Context, state_dir: Optional[Path]) -> Path:
+    return state_dir if state_dir is not None else _state(ctx).project().state_dir / "dicom-adapter"
+
+
+@dicom_app.command("serve", help="Receive studies (C-STORE), run the workflow per study, send the results (C-STORE/STOW-RS).")
+def dicom_adapter_serve(
+    ctx: typer.Context,
+    config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="Full configuration (YAML): sources, AE titles, workflows, destinations."),
+    ae_title: Optional[str] = typer.Option(None, "--ae-title", help="Our AE title (default CLARA)."),
+    port: Optional[int] = typer.Option(None, "--port", "-p", help="DICOM port (default 104 as root, else 11112)."),
+    workflows: List[str] = typer.Option([], "--workflow", "-w", help="Workflow to run per study (repeatable)."),
+    destinations: List[str] = typer.Option([], "--destination", "-d", help="AE@HOST:PORT to send results to (repeatable)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds without a new instance that complete a study (default 5)."),
+    engine: Optional[str] = typer.Option(None, "--engine", "-e", help="local (default), kubernetes or auto."),
+    grouping: Optional[str] = typer.Option(None, "--grouping", help="StudyInstanceUID (default) or SeriesInstanceUID."),
+    bind: str = typer.Option("", "--bind", help="Address to listen on (default: every interface)."),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Received files, jobs and payloads (default .clara-wf/dicom-adapter)."),
+    job_timeout: float = typer.Option(3600, "--job-timeout", help="Seconds one workflow run may take."),
+    namespace: str = typer.Option("default", "--namespace", "-n", help="Kubernetes engine: namespace."),
+    kube_context: Optional[str] = typer.Option(None, "--kube-context", help="Kubernetes engine: context."),
+    payloads_host_path: Optional[str] = typer.Option(
+        None, "--payloads-host-path",
+        help="Kubernetes engine: the node path of STATE_DIR/payloads (workflow.payloads.hostPath of each job)."),
+) -> None:
+    import threading
+    import time
+
+    from clara_wf import values_edit
+    from clara_wf import workflow as wf
+    from clara_wf.dicom import config as cfg
+    from clara_wf.dicom.service import Adapter
+    from clara_wf.dicom.store import Store
+
+    project = _state(ctx).project()
+    if config_file is not None:
+        quick = [flag for flag, value in (("--ae-title", ae_title), ("--workflow", workflows), ("--destination", destinations),
+                                          ("--timeout", timeout), ("--grouping", grouping)) if value]
+        if quick:
+            raise InputError(f"--config and {quick[0]} do not go together: put it in the configuration file")
+        config = cfg.load(config_file, port=port, engine=engine)
+    else:
+        config = cfg.from_flags(ae_title=ae_title or cfg.DEFAULT_AE_TITLE, port=port, workflows=workflows,
+                                destinations=destinations, timeout=cfg.DEFAULT_TIMEOUT_S if timeout is None else timeout,
+                                engine=engine or "local", grouping=grouping or "StudyInstanceUID", bind_address=bind)
+    if job_timeout <= 0:
+        raise InputError(f"--job-timeout must be a number of seconds > 0, not {job_timeout:g}")
+    cfg.check_workflows(config, wf.workflow_ids(values_edit.read_values(project.values_file)), project.values_file)
+    for workflow_id in config.workflows():  # stages, values and graph checked now, not at the first study
+        wf.plan_run(project, workflow_id, wf.DEFAULT_JOB, need_test_data=False)
+
+    lock = threading.Lock()
+
+    def log(message: str) -> None:
+        with lock:
+            note(f"{time.strftime('%H:%M:%S')} {message}")
+
+    adapter = Adapter(project, config, Store(_adapter_state_dir(ctx, state_dir)), log=log, job_timeout=job_timeout,
+                      namespace=namespace, kube_context=kube_context, payloads_host_path=payloads_host_path)
+    try:
+        try:
+            bound = adapter.start()
+        except OSError as err:
+            from clara_wf.errors import ClaraWfError
+
+            raise ClaraWfError(f"cannot listen on port {config.port}: {err.strerror or err}") from None
+        for ae in config.called.values():
+            where = ", ".join(config.destinations[d].describe() for d in ae.destinations) or "nowhere (results stay in the payload)"
+            log(f"AE title {ae.ae_title}: workflows {', '.join(ae.workflows)}, grouped by {ae.grouping}, "
+                f"{ae.timeout:g} s inactivity timeout, results to {where}")
+        log(f"DICOM adapter listening on port {bound} (state in {adapter.store.root}; engine {adapter.engine}); "
+            "Ctrl-C stops it")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        log("stopping: what is not finished resumes at the next start")
+    finally:
+        adapter.stop()
+
+
+jobs_app = typer.Typer(help="The DICOM adapter's jobs: `clara-wf jobs` lists them, `clara-wf jobs show ID` shows one.")
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.callback(invoke_without_command=True)
+def jobs_list(
+    ctx: typer.Context,
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="The adapter's state folder (default .clara-wf/dicom-adapter)."),
+) -> None:
+    ctx.obj = {"state_dir": state_dir}
+    if ctx.invoked_subcommand is not None:
+        return
+    from clara_wf.dicom import listing
+    from clara_wf.dicom.store import Store
+
+    if output not in ("text", "json"):
+        raise InputError(f"--output must be text or json, not {output!r}")
+    rows = listing.rows(Store(_adapter_state_dir(ctx, state_dir)))
+    echo(json.dumps(rows, indent=2) if output == "json" else listing.table(rows))
+
+
+@jobs_app.command("show", help="One job: its study, workflow, times, run record and export results.")
+def jobs_show(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., help="The job's id (or an unambiguous start of it)."),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="The adapter's state folder."),
+) -> None:
+    from clara_wf.dicom import listing
+    from clara_wf.dicom.store import Store
+
+    if output not in ("text", "json"):
+        raise InputError(f"--output must be text or json, not {output!r}")
+    parent = (ctx.parent.obj or {}) if ctx.parent else {}
+    store = Store(_adapter_state_dir(ctx, state_dir or parent.get("state_dir")))
+    item = listing.detail(store, store.find_job(job_id))
+    echo(json.dumps(item, indent=2) if output == "json" else listing.describe(item))
+
+
 # --- entry point ------------------------------------------------------------------------
 
 
@@ -389,11 +538,27 @@ def _stop_on(signum, frame) -> None:
     raise _Terminated(signum)
 
 
+def _say(message: str) -> None:
+    """The one place clara-wf prints an error: one line, secrets scrubbed (in any encoding)."""
+    lines = [line for line in redaction.scrub(message).splitlines() if line.strip()] or [message]
+    first = lines[0]
+    if len(lines) > 1:
+        first += " …"
+    print(f"clara-wf: {first}", file=sys.stderr)
+
+
+def _traceback() -> None:
+    import traceback
+
+    print(redaction.scrub(traceback.format_exc()), file=sys.stderr, end="")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     import signal
 
     from click import exceptions as click_errors
 
+    redaction.take_from_environment()  # no child inherits the key; every error line is scrubbed of it
     cli = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
     verbose = any(a in ("--verbose", "-v") for a in args[: args.index("--") if "--" in args else len(args)])
@@ -403,30 +568,31 @@ def main(argv: Optional[List[str]] = None) -> None:
         code = cli.main(args=args, prog_name="clara-wf", standalone_mode=False)
     except ClaraWfError as err:
         if verbose:
-            import traceback
-
-            traceback.print_exc()
-        print(f"clara-wf: {err}", file=sys.stderr)
+            _traceback()
+        _say(str(err))
         sys.exit(err.exit_code)
     except click_errors.UsageError as err:
         hint = f" (see `clara-wf {err.ctx.info_name} --help`)" if err.ctx and err.ctx.parent else " (see `clara-wf --help`)"
-        print(f"clara-wf: {err.format_message()}{hint}", file=sys.stderr)
+        _say(f"{err.format_message()}{hint}")
         sys.exit(2)
     except click_errors.ClickException as err:
-        print(f"clara-wf: {err.format_message()}", file=sys.stderr)
+        _say(err.format_message())
         sys.exit(err.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         print("clara-wf: interrupted", file=sys.stderr)
         sys.exit(128 + _signal_received[0] if _signal_received else 130)
     except OSError as err:  # the file system said no (permissions, a full disk, ...): not a bug of ours
         where = f"{err.filename}: " if err.filename else ""
-        print(f"clara-wf: {where}{err.strerror or err}", file=sys.stderr)
+        if verbose:
+            _traceback()
+        _say(f"{where}{err.strerror or err}")
         sys.exit(1)
     except Exception as err:  # a bug of ours: still one line, the traceback on request
         if verbose:
-            raise
-        print(f"clara-wf: internal error: {type(err).__name__}: {err} (run with --verbose for the traceback)",
-              file=sys.stderr)
+            _traceback()
+        text = redaction.scrub(str(err)).strip().splitlines() or [""]
+        more = " …" if len(text) > 1 else ""
+        _say(f"internal error: {type(err).__name__}: {text[0]}{more} (run with --verbose for the traceback)")
         sys.exit(1)
     if code == 130:  # typer turns Ctrl-C (and our SIGTERM/SIGHUP) into exit 130 before we see it
         print("clara-wf: interrupted", file=sys.stderr)

@@ -85,11 +85,13 @@ def run(
     """
     import subprocess
 
+    from clara_wf.redaction import child_environment
+
     argv = [str(a) for a in argv]
     log.info("$ %s", format_command(argv))
     try:
         proc = subprocess.run(
-            argv, cwd=str(cwd) if cwd else None, env=dict(env) if env is not None else None,
+            argv, cwd=str(cwd) if cwd else None, env=child_environment(dict(env) if env is not None else None),
             input=stdin, capture_output=True, text=True, errors="replace",
             stdin=None if stdin is not None else subprocess.DEVNULL, timeout=timeout,
         )
@@ -117,11 +119,13 @@ def start(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, **pop
     """
     import subprocess
 
+    from clara_wf.redaction import child_environment
+
     argv = [str(a) for a in argv]
     log.info("$ %s", format_command(argv))
     popen_args.setdefault("stdin", subprocess.DEVNULL)
     try:
-        return subprocess.Popen(argv, env=dict(env) if env is not None else None, **popen_args)
+        return subprocess.Popen(argv, env=child_environment(dict(env) if env is not None else None), **popen_args)
     except FileNotFoundError:
         name = Path(argv[0]).name
         raise ExternalToolError(f"{name} not found: {INSTALL_HINTS.get(name, 'install it or put it on PATH')}") from None

@@ -325,6 +325,6 @@ def write_output(text: str, output: Path) -> None:
         raise InputError(f"--output {output} is a folder; give a file name")
     if not output.parent.is_dir():
         raise InputError(f"--output {output}: folder {output.parent} does not exist")
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
+    from clara_wf import fsio
+
+    fsio.atomic_write(output, text, durable=False)

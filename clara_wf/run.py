@@ -79,6 +79,8 @@ def run_test(
     build: bool = False,
     sandbox: str = "auto",
     trtis_uri: Optional[str] = None,
+    runtime: str = "auto",
+    base_image: str = "auto",
     job_name: str = DEFAULT_JOB_NAME,
     payloads_root: Optional[Path] = None,
     overrides: Optional[Mapping[str, str]] = None,
@@ -92,14 +94,20 @@ def run_test(
     from clara_wf import workflow as wf
 
     wf.check_release_name(release)
+    wf.check_namespace(namespace)
+    wf.check_seconds(timeout)
+    if trtis_uri is not None:
+        wf.check_trtis_uri(trtis_uri)
     if sandbox not in SANDBOXES:
         raise InputError(f"unknown sandbox {sandbox!r}: choose one of {', '.join(SANDBOXES)}")
-    if timeout <= 0:
-        raise InputError(f"--timeout must be a number of seconds > 0, not {timeout:g}")
+    from clara_wf.containers.runtime import RUNTIMES
+
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown container runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     run = wf.plan_run(project, workflow_id, job_id, job_name=job_name, trtis_uri=trtis_uri or DEFAULT_TRTIS_URI,
                       payloads_root=payloads_root, overrides=overrides)
     plan = RunPlan(run=run, release=release, namespace=namespace, kube_context=kube_context, timeout=timeout,
-                   keep=keep, sandbox=sandbox, build=build, trtis_uri=trtis_uri)
+                   keep=keep, sandbox=sandbox, build=build, trtis_uri=trtis_uri, runtime=runtime, base_image=base_image)
     if dry_run:
         return _dry_run(plan, engine)
 
@@ -107,10 +115,11 @@ def run_test(
     note(f"engine: {chosen} ({why})")
     runner = engines.get(chosen)
     if build and runner.uses_images:
-        from clara_wf import images
+        from clara_wf.containers.build import build_before_run
 
-        for line in images.build_stage_images(run):
-            note(line)
+        # The container engine runs the images here: no runtime is an error. For a cluster the
+        # images may be built elsewhere: no runtime is a note.
+        build_before_run(run, runtime=runtime, base=base_image, progress=note, required=chosen == "container")
     return _run(plan, runner, why, display)
 
 

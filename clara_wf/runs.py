@@ -260,20 +260,12 @@ def chart_version(chart_dir: Path) -> str:
 def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
     """Whole or not at all: a temp file in the same folder, renamed into place. A full disk
     leaves the previous file and no temp file, and the error names ``path``."""
+    from clara_wf import fsio
+
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        try:
-            view = memoryview(text.encode("utf-8"))
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        fsio.atomic_write(path, text, durable=False)
     except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise OSError(err.errno, err.strerror, str(path)) from None
 
 

@@ -333,9 +333,9 @@ def _read_record(state_dir: Path) -> Optional[TritonInstance]:
 
 def _write_record(state_dir: Path, instance: TritonInstance) -> None:
     path = _record_path(state_dir)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(instance.to_record(), indent=2) + "\n")
-    os.replace(tmp, path)
+    from clara_wf import fsio
+
+    fsio.atomic_write(path, json.dumps(instance.to_record(), indent=2) + "\n", durable=False)
 
 
 def _remove_record(state_dir: Path) -> None:
@@ -345,15 +345,11 @@ def _remove_record(state_dir: Path) -> None:
 @contextlib.contextmanager
 def _state_lock(state_dir: Path):
     """Serialise start/stop of the server of one state folder (two CLIs at once)."""
-    import fcntl
+    from clara_wf import fsio
 
     Path(state_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(state_dir) / LOCK_NAME, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with fsio.lock(Path(state_dir) / LOCK_NAME, create=True):
+        yield
 
 
 def _remove_shm(prefix: str) -> None:
@@ -487,7 +483,9 @@ def start(
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=67108864",
         ]
-        env = dict(os.environ)
+        from clara_wf.redaction import child_environment
+
+        env = child_environment()  # never the NGC key
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             dist.ld_library_path + [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
         )

@@ -39,6 +39,36 @@ def check_release_name(release: str) -> None:
         )
 
 
+def check_seconds(value: float, option: str = "--timeout") -> float:
+    """A time limit: a finite number of seconds > 0 (nan and inf would mean no limit at all)."""
+    import math
+
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"{option} must be a number of seconds > 0, not {value:g}")
+    return value
+
+
+def check_namespace(namespace: str) -> str:
+    """A Kubernetes namespace is a DNS-1123 label."""
+    if not charts.is_dns_label(namespace):
+        raise InputError(f"invalid namespace {namespace!r}: lower-case letters, digits and '-', "
+                         "starting and ending with a letter or digit, at most 63 characters")
+    return namespace
+
+
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+                   r"|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]")
+
+
+def check_trtis_uri(uri: str) -> str:
+    """Triton's HTTP endpoint as ``host:port`` (``http://`` allowed), as NVIDIA_CLARA_TRTISURI takes it."""
+    rest = uri[len("http://"):] if uri.startswith("http://") else uri
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep or not _HOST.fullmatch(host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--trtis-uri {uri!r} is not host:port (e.g. localhost:8000 or trtis.default:8000)")
+    return uri
+
+
 def workflow_set_string(
     *,
     workflow_id: str,
@@ -65,7 +95,8 @@ def workflow_set_string(
 
 
 # Run-time values a caller may set per run (the DICOM adapter sets where its study is).
-OVERRIDABLE_VALUES = ("dicomAdapter.input", "dicomAdapter.output", "job.name", "runSimple")
+# workflow.payloads.hostPath: the DICOM adapter in a pod sees the payloads at another path than the nodes do.
+OVERRIDABLE_VALUES = ("dicomAdapter.input", "dicomAdapter.output", "job.name", "runSimple", "workflow.payloads.hostPath")
 
 
 @dataclass(frozen=True)

@@ -149,3 +149,7 @@ def assert_error_last_line(result: subprocess.CompletedProcess, code: int, *frag
     assert last.startswith("clara-wf: "), result.stderr
     for fragment in fragments:
         assert fragment in last, (fragment, last)
+
+
+# Fixtures of the container tests (podman/docker; session-wide: one stage image per session).
+from container_helpers import container_rt, stage_image  # noqa: E402,F401

@@ -61,3 +61,39 @@ def leftovers(runtime, job_id: str) -> List[str]:
         found += runtime.run("pod", "ps", "--quiet", "--filter", f"label=io.clara-wf.job={job_id}",
                              what="pod ps").stdout.split()
     return found
+
+
+def remove_stale_test_images(runtime) -> None:
+    """Test images of sessions that died before their clean-up (their pid is gone)."""
+    out = runtime.run("images", "--format", "{{.Repository}}:{{.Tag}}", what="images").stdout.split()
+    for ref in out:
+        name, _, tag = ref.rpartition(":")
+        if name.endswith("/" + TEST_IMAGE_REPOSITORY) and tag.startswith("s") and tag[1:].isdigit():
+            if tag != TEST_IMAGE_TAG and not Path(f"/proc/{tag[1:]}").exists():
+                runtime.run("rmi", "--force", ref, what="rmi", ok_codes=range(256))
+
+
+@pytest.fixture(scope="session")
+def container_rt():
+    return container_runtime()
+
+
+@pytest.fixture(scope="session")
+def stage_image(container_rt, tmp_path_factory):
+    """The ai-vnet image under a session-unique tag, built for real by `--build`'s code (the
+    base image and the wheels are cached per machine); removed when the session ends."""
+    from clara_wf.containers import build
+    from clara_wf.project import find_project
+    from clara_wf.workflow import plan_run
+
+    job = "00000000-0000-0000-0000-000000000000"
+    remove_stale_test_images(container_rt)
+    project = copy_buildable_project(tmp_path_factory.mktemp("image") / "project")
+    set_stage_image(project, "ai-vnet", TEST_IMAGE_REPOSITORY, TEST_IMAGE_TAG)
+    (project / "test-data" / job).mkdir(parents=True)
+    ref = f"{TEST_IMAGE_REPOSITORY}:{TEST_IMAGE_TAG}"
+    try:
+        build.build_stage_images(plan_run(find_project(start=project), "ai-only", job), container_rt)
+        yield ref
+    finally:
+        container_rt.run("rmi", "--force", ref, what="rmi", ok_codes=range(256))

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 import yaml
-from conftest import JOB, assert_one_line_error, run_cli, tree_digest
+from conftest import JOB, REPO, assert_one_line_error, run_cli, tree_digest
 
 COMMANDS = {
     "list_stages": ["list", "ls"],
@@ -142,33 +142,35 @@ def test_setkey_without_a_key_and_without_a_terminal_is_refused(project):
     assert_one_line_error(result, 2, "no NGC API key: set NGC_API_KEY")
 
 
-def test_build_without_a_docker_engine_is_a_message_and_a_skip(project, tmp_path):
-    """`--build` never fails a run for want of Docker: it says so and goes on."""
-    from clara_wf import images
+def test_build_without_a_docker_engine_is_a_message_and_a_skip(project, tmp_path, monkeypatch):
+    """`--build` for a cluster never fails a run for want of Docker: it says so and goes on
+    (the container engine, which runs the images here, makes it an error instead)."""
+    import shutil
+
+    from clara_wf.containers.build import build_before_run
+    from clara_wf.errors import ExternalToolError
     from clara_wf.project import find_project
     from clara_wf.workflow import plan_run
 
+    shutil.copytree(REPO / "apps" / "ai-vnet", project / "apps" / "ai-vnet")
     run = plan_run(find_project(start=project))
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     docker = fake_bin / "docker"
     docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock' >&2\nexit 1\n")
     docker.chmod(0o755)
-    import os
-
-    old = os.environ["PATH"]
-    os.environ["PATH"] = f"{fake_bin}:{old}"
-    try:
-        lines = list(images.build_stage_images(run))
-    finally:
-        os.environ["PATH"] = old
-    assert len(lines) == 1 and "no Docker engine answers" in lines[0] and "skipping" in lines[0]
-    os.environ["PATH"] = "/nonexistent"
-    try:
-        lines = list(images.build_stage_images(run))
-    finally:
-        os.environ["PATH"] = old
-    assert lines == ["--build: docker is not installed here; skipping the image builds (the images must already be on the nodes)"]
+    monkeypatch.setenv("PATH", str(fake_bin))  # a docker client with no engine, and no podman
+    lines: list = []
+    assert build_before_run(run, progress=lines.append, required=False) == {}
+    assert len(lines) == 1 and lines[0].startswith("--build: skipping the image builds (no container runtime works here: "
+                                                   "podman is not installed; docker does not answer (Cannot connect")
+    with pytest.raises(ExternalToolError, match="no container runtime works here"):
+        build_before_run(run, progress=lines.append, required=True)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    lines.clear()
+    build_before_run(run, progress=lines.append, required=False)
+    assert lines[0].startswith("--build: skipping the image builds (no container runtime works here: podman is not "
+                               "installed; docker is not installed;")
 
 
 def test_fake_api_setkey_through_the_cli_creates_the_secret_and_never_shows_the_key(project, tmp_path):

@@ -9,13 +9,7 @@ import sys
 
 import pytest
 from conftest import JOB, REPO
-from container_helpers import (
-    TEST_IMAGE_REPOSITORY,
-    TEST_IMAGE_TAG,
-    container_runtime,
-    copy_buildable_project,
-    set_stage_image,
-)
+from container_helpers import copy_buildable_project
 
 from clara_wf.containers import base_image, build, pod, runtime
 from clara_wf.errors import ExternalToolError, InputError
@@ -184,30 +178,6 @@ def test_the_dockerfile_takes_its_base_as_a_build_argument_and_installs_offline_
 
 
 # --------------------------------------------------------------------------- real podman/docker
-
-
-@pytest.fixture(scope="session")
-def container_rt():
-    return container_runtime()
-
-
-@pytest.fixture(scope="session")
-def stage_image(container_rt, tmp_path_factory):
-    """The ai-vnet image, built for real through `--build`'s code (base + wheels cached per machine)."""
-    from clara_wf.project import find_project
-    from clara_wf.workflow import plan_run
-
-    project = copy_buildable_project(tmp_path_factory.mktemp("build") / "project")
-    set_stage_image(project, "ai-vnet", TEST_IMAGE_REPOSITORY, TEST_IMAGE_TAG)
-    (project / "test-data" / JOB).mkdir(parents=True, exist_ok=True)
-    run = plan_run(find_project(start=project), "ai-only", JOB)
-    ref = f"{TEST_IMAGE_REPOSITORY}:{TEST_IMAGE_TAG}"
-    lines = []
-    try:
-        build.build_stage_images(run, container_rt, progress=lines.append)
-        yield ref
-    finally:
-        container_rt.run("rmi", "--force", ref, what="rmi", ok_codes=range(256))
 
 
 @pytest.mark.container

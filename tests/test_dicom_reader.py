@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_helpers import (
+from stage_helpers import (
     PHANTOM_SERIES,
     READER_DIR,
     folders_env,

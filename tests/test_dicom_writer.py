@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_helpers import PHANTOM_SERIES, WRITER_DIR, folders_env, one_error_line, reader_module, run_app, writer_module
+from stage_helpers import PHANTOM_SERIES, WRITER_DIR, folders_env, one_error_line, reader_module, run_app, writer_module
 from triton_helpers import model_module, phantom_module
 
 pydicom = pytest.importorskip("pydicom")

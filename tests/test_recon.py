@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from dicom_helpers import folders_env, one_error_line, run_app
+from stage_helpers import folders_env, one_error_line, run_app
 from triton_helpers import JOB, REPO, load_file, phantom_module, read_image
 
 RECON_DIR = REPO / "apps" / "recon"

@@ -14,7 +14,6 @@ Builds are serialised by a file lock, so parallel test runs build it once.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from clara_wf import external
+from clara_wf import external, fsio
 from clara_wf.containers.runtime import Runtime
 from clara_wf.errors import ExternalToolError
 
@@ -76,12 +75,8 @@ def cache_lock(name: str) -> Iterator[None]:
     """Serialise builds of one cached thing across processes (parallel test runs, CI)."""
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with fsio.lock(folder / f".{name}.lock", create=True):
         yield
-    finally:
-        os.close(fd)
 
 
 def _python_version(runtime: Runtime, ref: str) -> str:
@@ -110,7 +105,7 @@ def ensure(runtime: Runtime, *, rebuild: bool = False, progress: Progress = lamb
                     f"+ {','.join(spec['packages'])}", str(tarball), ref,
                     what=f"{runtime.name} import of the base image", hint="check the runtime (podman info)")
         python = _python_version(runtime, ref)
-        meta_file.write_text(json.dumps({**spec, "ref": ref, "python": python}, indent=2) + "\n")
+        fsio.atomic_write(meta_file, json.dumps({**spec, "ref": ref, "python": python}, indent=2) + "\n")
     return BaseImage(ref, python, built=True, seconds=time.monotonic() - started)
 
 

@@ -64,8 +64,9 @@ def image_ref(values: dict) -> str:
     return f"{image.get('repository', '')}:{image.get('tag', 'latest')}"
 
 
-def stage_builds(run: WorkflowRun) -> List[StageBuild]:
-    """The active stages that have a build context, checked."""
+def stage_builds(run: WorkflowRun, *, strict: bool = True) -> List[StageBuild]:
+    """The active stages that have a build context, checked (``strict`` False: those that
+    cannot be built, e.g. a fresh `cs` stage with no app folder yet, are left out)."""
     root = run.project.root
     builds = []
     for name, values in run.values.items():
@@ -74,9 +75,11 @@ def stage_builds(run: WorkflowRun) -> List[StageBuild]:
             continue
         context = (root / str(build["context"])).resolve()
         dockerfile = (root / str(build.get("dockerfile") or Path(str(build["context"])) / "Dockerfile")).resolve()
-        if not context.is_dir():
-            raise InputError(f"stage {name!r}: build context {context} is not a folder (stages.{name}.build.context)")
-        if not dockerfile.is_file():
+        if not context.is_dir() or not dockerfile.is_file():
+            if not strict:
+                continue
+            if not context.is_dir():
+                raise InputError(f"stage {name!r}: build context {context} is not a folder (stages.{name}.build.context)")
             raise InputError(f"stage {name!r}: Dockerfile {dockerfile} is missing (stages.{name}.build.dockerfile)")
         requirements = dockerfile.parent / "requirements.txt"
         wheels = dockerfile.parent / "wheels"
@@ -194,6 +197,25 @@ def build_stage_images(run: WorkflowRun, runtime: Runtime, *, base: str = "auto"
         timings["images"][build.stage] = seconds
         progress(f"--build: {build.image} built ({seconds:.1f} s)")
     return timings
+
+
+def build_before_run(run: WorkflowRun, *, runtime: str = "auto", base: str = "auto",
+                     progress: Progress = lambda _m: None, required: bool = True) -> dict:
+    """``--build``: find the runtime and build; with ``required`` False, no runtime is a note."""
+    from clara_wf.containers.runtime import find_runtime
+    from clara_wf.errors import ExternalToolError
+
+    if not stage_builds(run):
+        progress("--build: no stage of this workflow has a build context (stages.<name>.build)")
+        return {}
+    try:
+        found = find_runtime(runtime)
+    except ExternalToolError as err:
+        if required:
+            raise
+        progress(f"--build: skipping the image builds ({err}); the images must already be where the stages run")
+        return {}
+    return build_stage_images(run, found, base=base, progress=progress)
 
 
 def missing_images(runtime: Runtime, images: dict) -> List[str]:

@@ -39,6 +39,8 @@ class RunPlan:
     sandbox: str = "auto"  # local engine: bwrap, none or auto
     build: bool = False  # build the stage images first (engines whose stages run from images)
     trtis_uri: Optional[str] = None  # a Triton given by the user: the engine neither starts nor installs one
+    runtime: str = "auto"  # container engine and image builds: podman, docker or auto (whichever answers)
+    base_image: str = "auto"  # image builds: BASE_IMAGE (auto, local, dockerfile or an image reference)
 
 
 class Engine(Protocol):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
-from clara_wf import engines
+from clara_wf import engines, redaction
 from clara_wf.engines.base import RunPlan
 from clara_wf.errors import ClaraWfError, ClusterError, InputError
 from clara_wf.events import Event, EventSink, Info, JobOutcome, TritonReady, ignore
@@ -258,7 +258,6 @@ class KubernetesEngine:
     uses_images = True
 
     def run(self, plan: RunPlan, sink: EventSink) -> JobOutcome:
-        import os
 
         from clara_wf.helm import Helm
 
@@ -266,7 +265,7 @@ class KubernetesEngine:
         return run_workflow(
             Helm(), run.project.chart_dir, release=plan.release, namespace=plan.namespace,
             kube_context=plan.kube_context, set_string=run.set_string(), timeout=plan.timeout, keep=plan.keep,
-            on_event=sink, ngc_key=os.environ.get("NGC_API_KEY"), stages=list(run.stages),
+            on_event=sink, ngc_key=redaction.ngc_api_key(), stages=list(run.stages),
             trtis_release=DEFAULT_TRTIS_RELEASE if run.needs_triton and not plan.trtis_uri else None,
             trtis_chart=run.project.trtis_chart_dir,
         )

@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from clara_wf import engines, rendering
 from clara_wf.engines.base import SANDBOXES, RunPlan
@@ -194,7 +194,34 @@ def plan_stages(run: WorkflowRun, pod: dict, work_dir: Path, sandbox: str) -> Li
             lock_name=env.get("NVIDIA_CLARA_LOCKNAME", f"{name}.lock"), wait_names=waits,
             log_file=log_file, mounts=mounts, app_dir=app_dir, source=source,
         ))
+    check_job_paths(run.job_dir, plans)
     return plans
+
+
+def check_job_paths(job_dir: Path, plans: List[StagePlan]) -> None:
+    """Every folder and file a run writes in the job's folder stays in it: a symlink planted in
+    the test data (locks/, logs/NAME.log, an output folder) would make the run — under bwrap
+    too, whose bind mounts follow links — write somewhere else. Refused before anything starts."""
+    from clara_wf import fsio, runs
+    from clara_wf.runner import protocol
+
+    root = job_dir.resolve()
+    paths: List[Path] = [job_dir / runs.RECORD_NAME]
+    for plan in plans:
+        paths += [host for _, host in plan.mounts]
+        if plan.lock_dir.is_absolute():
+            paths += [plan.lock_dir, plan.lock_dir / protocol.TMP_DIR, plan.lock_dir / plan.lock_name,
+                      plan.lock_dir / protocol.failure_marker_name(plan.lock_name)]
+        if plan.log_file is not None:
+            paths.append(plan.log_file)
+    for path in paths:
+        if not str(path).startswith(str(root)) and not str(path).startswith(str(job_dir)):
+            continue  # not in the job's folder (a pod path the sandbox maps, an absolute log elsewhere)
+        try:
+            fsio.check_inside(path, root)
+        except fsio.UnsafePath:
+            raise InputError(f"{path} is a symlink that leads out of the job's folder {job_dir}: clara-wf writes "
+                             "a run's files only inside it; remove the link") from None
 
 
 def _link_app_dir(plan: StagePlan, app: Path) -> None:
@@ -308,56 +335,73 @@ def run_workflow(plan: RunPlan, on_event: EventSink, helm=None) -> JobOutcome:
 
     The caller holds the job's lock (``clara_wf.job_lock``) and keeps the run record.
     """
-    run, trtis_uri = plan.run, plan.trtis_uri
+    run = plan.run
     sandbox = choose_sandbox(plan.sandbox)
-    state_dir = run.project.state_dir
     started = time.monotonic()
     timings: Dict[str, object] = {}
     # Render once to check everything before anything starts (Triton takes seconds).
     t0 = time.monotonic()
-    work_dir = state_dir / "runs" / run.job_id
+    work_dir = run.project.state_dir / "runs" / run.job_id
     pod = rendering.job_pod_spec(rendering.render_documents(run, release=plan.release, helm=helm))
     plans = plan_stages(run, pod, work_dir, sandbox)
     timings["render_s"] = time.monotonic() - t0
-    for folder in _payload_inputs(run, plans, pod):
-        if not folder.is_dir():
-            raise InputError(f"the job's input folder {folder} is missing: put the input of the workflow's first stage there")
-
-    triton_started = None
-    try:
-        if run.needs_triton:
-            t0 = time.monotonic()
-            from clara_wf import triton_local
-
-            if trtis_uri:
-                on_event(Info(f"checking Triton at {trtis_uri} ..."))
-                triton_local.wait_ready(trtis_uri, timeout=10)
-                uri = trtis_uri
-            else:
-                instance = triton_local.start(
-                    state_dir, run.project.test_data_dir / "models",
-                    progress=lambda message: on_event(Info(message)),
-                )
-                if not instance.already_running:
-                    _auto_triton_marker(state_dir).write_text(str(os.getpid()))
-                if _auto_triton_marker(state_dir).exists():
-                    triton_started = instance  # started for runs: the last run using it stops it
-                on_event(Info(f"Triton {'already running' if instance.already_running else 'started'} at {instance.uri}"))
-                uri = instance.uri
-            run = dataclasses.replace(run, trtis_uri=uri)
-            on_event(TritonReady(uri))
-            timings["triton_start_s"] = time.monotonic() - t0
+    check_payload_inputs(run, plans, pod)
+    with stage_triton(plan, on_event, timings) as run:
+        if run is not plan.run:  # the stages get the Triton's URI: render again with it
             t0 = time.monotonic()
             plans = plan_stages(run, rendering.job_pod_spec(rendering.render_documents(run, release=plan.release, helm=helm)),
                                 work_dir, sandbox)
             timings["render_s"] = float(timings["render_s"]) + time.monotonic() - t0  # type: ignore[arg-type]
-        outcome = _run_stages(plans, work_dir, sandbox, plan.timeout, on_event, timings)
-    finally:
-        if triton_started is not None:
-            _release_triton(state_dir, run.job_id, on_event, timings)
+        outcome = run_stages(plans, work_dir, sandbox, plan.timeout, on_event, timings)
     timings["total_s"] = time.monotonic() - started
     outcome.timings = timings
     return outcome
+
+
+def check_payload_inputs(run: WorkflowRun, plans: List[StagePlan], pod: dict) -> None:
+    """The job's input folders exist, before anything starts."""
+    for folder in _payload_inputs(run, plans, pod):
+        if not folder.is_dir():
+            raise InputError(f"the job's input folder {folder} is missing: put the input of the workflow's first stage there")
+
+
+@contextlib.contextmanager
+def stage_triton(plan: RunPlan, on_event: EventSink, timings: Dict[str, object]) -> Iterator[WorkflowRun]:
+    """The Triton the stages use on this machine (local and container engines): ``--trtis-uri``
+    checked, or the local one started (and stopped after the last run using it).
+
+    Yields the run with that Triton's URI (the plan's own run when no stage needs Triton)."""
+    run, trtis_uri = plan.run, plan.trtis_uri
+    if not run.needs_triton:
+        yield run
+        return
+    state_dir = run.project.state_dir
+    triton_started = None
+    try:
+        t0 = time.monotonic()
+        from clara_wf import triton_local
+
+        if trtis_uri:
+            on_event(Info(f"checking Triton at {trtis_uri} ..."))
+            triton_local.wait_ready(trtis_uri, timeout=10)
+            uri = trtis_uri
+        else:
+            instance = triton_local.start(
+                state_dir, run.project.test_data_dir / "models",
+                progress=lambda message: on_event(Info(message)),
+            )
+            if not instance.already_running:
+                _auto_triton_marker(state_dir).write_text(str(os.getpid()))
+            if _auto_triton_marker(state_dir).exists():
+                triton_started = instance  # started for runs: the last run using it stops it
+            on_event(Info(f"Triton {'already running' if instance.already_running else 'started'} at {instance.uri}"))
+            uri = instance.uri
+        on_event(TritonReady(uri))
+        timings["triton_start_s"] = time.monotonic() - t0
+        yield dataclasses.replace(run, trtis_uri=uri)
+    finally:
+        if triton_started is not None:
+            _release_triton(state_dir, run.job_id, on_event, timings)
 
 
 def _auto_triton_marker(state_dir: Path) -> Path:
@@ -407,7 +451,14 @@ def _stage_env(plan: StagePlan) -> Dict[str, str]:
     return env
 
 
-def _run_stages(plans, work_dir, sandbox, timeout, on_event, timings) -> JobOutcome:
+Launch = Callable[[StagePlan], subprocess.Popen]
+
+
+def run_stages(plans, work_dir, sandbox, timeout, on_event, timings, launch: Optional[Launch] = None) -> JobOutcome:
+    """Start every stage at once, follow them to the end, stop them all on any exception.
+
+    ``launch`` starts one stage's process (default: a host process, under bwrap or not);
+    the container engine passes its own (a ``podman run`` whose exit is the container's)."""
     _prepare_folders(plans, work_dir, sandbox)
     records = {p.name: StageRecord(p.name) for p in plans}
     procs: Dict[str, subprocess.Popen] = {}
@@ -415,16 +466,7 @@ def _run_stages(plans, work_dir, sandbox, timeout, on_event, timings) -> JobOutc
     t_launch = time.monotonic()
     try:
         for plan in plans:
-            argv = _bwrap_argv(plan) if sandbox == "bwrap" else plan.argv
-            cwd = None if sandbox == "bwrap" else plan.cwd
-            try:
-                proc = subprocess.Popen(
-                    argv, cwd=cwd, env=_stage_env(plan), stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
-            except OSError as err:
-                raise ExternalToolError(f"stage {plan.name}: cannot start {argv[0]}: {err.strerror or err}") from None
+            proc = (launch or (lambda p: _start_host_process(p, sandbox)))(plan)
             procs[plan.name] = proc
             for stream in (proc.stdout, proc.stderr):
                 threading.Thread(target=_pump, args=(stream, plan.name, logs), daemon=True).start()
@@ -446,6 +488,19 @@ def _run_stages(plans, work_dir, sandbox, timeout, on_event, timings) -> JobOutc
     _drain(logs, on_event)
     timings["stages"] = {r.name: (r.ended - r.started) if r.started and r.ended else None for r in records.values()}
     return outcome
+
+
+def _start_host_process(plan: StagePlan, sandbox: str) -> subprocess.Popen:
+    argv = _bwrap_argv(plan) if sandbox == "bwrap" else plan.argv
+    cwd = None if sandbox == "bwrap" else plan.cwd
+    try:
+        return subprocess.Popen(
+            argv, cwd=cwd, env=_stage_env(plan), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    except OSError as err:
+        raise ExternalToolError(f"stage {plan.name}: cannot start {argv[0]}: {err.strerror or err}") from None
 
 
 def _update(record: StageRecord, plan: StagePlan) -> StageUpdate:
