@@ -29,7 +29,7 @@ def every_stage_project(tmp_path_factory):
     """The seed's values with every stage its workflows name scaffolded, so all of them render."""
     from conftest import copy_project
 
-    root = copy_project(tmp_path_factory.mktemp("schemas"))
+    root = copy_project(tmp_path_factory.mktemp("schemas"), reference_stages=True)  # the shipped stages
     project = find_project(start=root)
     for name in ("dicom-reader", "recon", "ai-livertumor", "dicom-writer"):
         if name not in charts.list_stages(project):  # the reference stages the project does not ship yet

@@ -6,7 +6,9 @@ phantoms' ground truth. docs/reference-pipeline.md maps each id to its stages.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,8 +33,18 @@ GUIDE = {  # the guide's pipeline ids -> the stages they run here
     "21dd9b92-f307-4e68-ba31-fe8b1449ceea": ["recon", "ai-vnet"],  # recon-ai
     "50d31ed4-eeac-47e6-b584-c562f22a0091": ["ai-vnet"],  # ai-only
     "eb66f705-13ea-402c-8baa-143fb3fd9cd5": ["dicom-writer"],  # dicom-writer-only
+    "8371285c-8ea8-41cd-958e-44e5664c6ec3": ["dicom-reader", "dicom-writer"],  # dicom-reader-writer
 }
-NOT_MAPPED = {"a78b1e7a-0325-4d42-b90f-207eb576b14f": "ct-partial", "8371285c-8ea8-41cd-958e-44e5664c6ec3": "dicom-reader-writer"}
+NOT_MAPPED = {"a78b1e7a-0325-4d42-b90f-207eb576b14f": "ct-partial"}
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory):
+    """One real Triton (both models) on a free port for the module: `clara-wf test` would start
+    one on 8000, where a concurrent run on a shared machine may already be serving."""
+    from triton_helpers import triton_server
+
+    yield from triton_server(tmp_path_factory.mktemp("triton-state"))
 
 
 @pytest.fixture
@@ -45,8 +57,9 @@ def project(tmp_path) -> Path:
     return tmp_path
 
 
-def run(project: Path, *args: str):
-    result = run_cli("test", *args, cwd=project, env={"KUBECONFIG": str(project / "no-kubeconfig")})
+def run(project: Path, *args: str, triton=None):
+    uri = ["--trtis-uri", triton.uri] if triton is not None else []
+    result = run_cli("test", *args, *uri, cwd=project, env={"KUBECONFIG": str(project / "no-kubeconfig")})
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -113,17 +126,36 @@ def test_dicom_writer_only_writes_the_ground_truth_as_a_seg(project):
     assert np.array_equal(numbers.astype(np.uint8), mp.ground_truth())
 
 
+def test_dicom_reader_writer_round_trips_the_series(project):
+    """8371285c…: DICOM -> volumes -> DICOM again (derived series), read back to the same voxels."""
+    import SimpleITK as sitk
+
+    run(project, "8371285c-8ea8-41cd-958e-44e5664c6ec3")
+    derived = [p for p in job(project, "dicom-writer", "output").iterdir() if p.is_dir()]
+    assert len(derived) == 2  # thorax and abdomen
+    again = project / "again"
+    (again / "input").mkdir(parents=True)
+    for folder in derived:
+        shutil.copytree(folder, again / "input" / folder.name)
+    reader = subprocess.run([sys.executable, "-u", "main.py"], cwd=project / "apps" / "dicom-reader", text=True,
+                            capture_output=True, env={**os.environ, "NVIDIA_CLARA_APPDIR": str(again),
+                                                      "NVIDIA_CLARA_INPUTS": "input", "NVIDIA_CLARA_OUTPUTS": "output"})
+    assert reader.returncode == 0, reader.stderr
+    volumes = {sitk.ReadImage(str(p)).GetSize(): sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
+               for p in (again / "output").glob("*.mhd")}
+    assert np.array_equal(volumes[(128, 128, 64)], mp.make_phantom()[0])
+    assert np.array_equal(volumes[(128, 128, 32)], mp.make_abdomen()[0])
+
+
 def test_recon_only_reconstructs_the_shipped_projections(project):
     run(project, "613e3fce-0d96-495a-a760-f43e68deefd8")
     assert job(project, "recon", "output", "recon.mhd").is_file()
 
 
 @pytest.mark.slow
-def test_ct_dicom_in_seg_out_and_the_demo_overlay(project):
+def test_ct_dicom_in_seg_out_and_the_demo_overlay(project, triton):
     """`ct` (= ct-ai 0fcdcdea…): reader -> recon -> ai-vnet (Triton) -> writer, both series."""
-    import subprocess
-
-    run(project, "ct")
+    run(project, "ct", triton=triton)
     report = mp.dice_report(seg_labels(project, THORAX, ORGANS))
     assert all(v >= 0.9 for v in report.values()), report
     assert job(project, "dicom-writer", "output", f"{ABDOMEN}.seg.dcm").is_file()
@@ -137,16 +169,16 @@ def test_ct_dicom_in_seg_out_and_the_demo_overlay(project):
 
 
 @pytest.mark.slow
-def test_organ_seg_by_its_id(project):
-    run(project, "1db65f99-c9b7-4329-ab9c-d519e0557638")
+def test_organ_seg_by_its_id(project, triton):
+    run(project, "1db65f99-c9b7-4329-ab9c-d519e0557638", triton=triton)
     report = mp.dice_report(seg_labels(project, THORAX, ORGANS))
     assert all(v >= 0.9 for v in report.values()), report
 
 
 @pytest.mark.slow
-def test_liver_seg_by_its_id_finds_liver_and_tumours(project):
+def test_liver_seg_by_its_id_finds_liver_and_tumours(project, triton):
     """liver-seg (= ai, fd3ee8bf…): reader -> ai-livertumor (second model, same Triton) -> writer."""
-    run(project, "fd3ee8bf-b9f3-4808-bd60-243f870ff9bd")
+    run(project, "fd3ee8bf-b9f3-4808-bd60-243f870ff9bd", triton=triton)
     labels = seg_labels(project, ABDOMEN, {"Liver": mp.LIVER_LABEL, "Liver tumor": mp.TUMOR_LABEL})
     truth = mp.make_abdomen()[1]
     liver, tumor = mp.dice(labels, truth, mp.LIVER_LABEL), mp.dice(labels, truth, mp.TUMOR_LABEL)
@@ -156,10 +188,10 @@ def test_liver_seg_by_its_id_finds_liver_and_tumours(project):
 
 
 @pytest.mark.slow
-def test_recon_ai_segments_the_reconstruction(project):
+def test_recon_ai_segments_the_reconstruction(project, triton):
     import SimpleITK as sitk
 
-    run(project, "21dd9b92-f307-4e68-ba31-fe8b1449ceea")
+    run(project, "21dd9b92-f307-4e68-ba31-fe8b1449ceea", triton=triton)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(job(project, "ai-vnet", "output", "recon.seg.mhd"))))
     report = mp.dice_report(labels, mp.ground_truth()[mp.SINO_SLICES])
     assert all(v >= 0.9 for v in report.values()), report

@@ -17,6 +17,10 @@ it is the only one) the stage
    (from the AI stage's ``<name>.seg.json`` label table; generic codes without one), frames
    aligned with the source slices and referencing the source instances.
 
+With no label map but dicom-reader's own volumes (``dicom-reader -> dicom-writer``, the
+guide's dicom-reader-writer), each volume goes back to DICOM as a derived image series in
+``<output>/<new SeriesInstanceUID>/`` (see :func:`write_image_series`).
+
 The payload is ``$NVIDIA_CLARA_PAYLOADS`` when set, else ``/payloads`` (the chart mounts
 the whole job payload there in every container), else - the local engine without a
 sandbox - the folder two levels above the resolved input folder (payload/<stage>/<folder>).
@@ -104,6 +108,16 @@ def volume_name(path: Path) -> str:
     return name
 
 
+def own_sidecar(volume: Path):
+    """The reader's sidecar right beside a volume, when the volume is the reader's own (an image)."""
+    path = volume.with_name(volume_name(volume) + ".json")
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+    return (path, data) if isinstance(data, dict) and data.get("kind") == SIDECAR_KIND else None
+
+
 def find_label_maps(inputs):
     found = []
     for folder in inputs:
@@ -111,6 +125,8 @@ def find_label_maps(inputs):
             raise InputProblem(f"input folder {folder} does not exist: the label maps of the AI stage go there")
         found += sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES))
     seg = [p for p in found if volume_name(p).endswith(SEG_TAG)]
+    if not seg and found and all(own_sidecar(p) for p in found):
+        return []  # only the reader's own image volumes: write them back as image series
     if seg:
         return seg
     if len(found) == 1:
@@ -300,6 +316,53 @@ def build_seg(label_map: Path, sidecar: dict, sources, table, series_number=300)
     return seg, [(value, segment_of[value], info.get(value, {}).get("name") or f"label {value}") for value in present]
 
 
+def write_image_series(volume: Path, sidecar_path: Path, sidecar: dict, payload: Path, output_dir: Path) -> Path:
+    """A volume with the reader's sidecar (no AI in between: dicom-reader -> dicom-writer) back
+    to DICOM: a derived series, one instance per slice, each a copy of its source instance's
+    header with the volume's values (stored through the source's Rescale Slope/Intercept),
+    new Series/SOP Instance UIDs, ImageType DERIVED\\SECONDARY and a Source Image Sequence."""
+    import copy
+
+    import numpy as np
+    import SimpleITK as sitk
+    from pydicom.dataset import Dataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sources = find_sources(sidecar_path, sidecar, payload)
+    if len({id(ds) for ds in sources}) < len(sources):
+        raise InputProblem(f"series {sidecar.get('series_instance_uid')} comes from a multi-frame object: "
+                           "writing a volume back as images supports single-frame series only")
+    voxels = sitk.GetArrayFromImage(sitk.ReadImage(str(volume)))
+    if list(voxels.shape[::-1]) != sidecar.get("size"):
+        raise InputProblem(f"{volume.name} is {'x'.join(map(str, voxels.shape[::-1]))} but its sidecar says "
+                           f"{'x'.join(map(str, sidecar.get('size', [])))}")
+    series_uid = generate_uid()
+    target = output_dir / series_uid
+    target.mkdir(parents=True, exist_ok=True)
+    for k, source in enumerate(sources):
+        ds = copy.deepcopy(source)
+        slope, intercept = float(ds.get("RescaleSlope") or 1.0), float(ds.get("RescaleIntercept") or 0.0)
+        bits, signed = int(ds.BitsStored), int(ds.get("PixelRepresentation") or 0) == 1
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+        stored = np.clip(np.rint((voxels[k].astype(np.float64) - intercept) / slope), low, high)
+        dtype = {8: "i1" if signed else "u1", 16: "<i2" if signed else "<u2", 32: "<i4" if signed else "<u4"}
+        ds.PixelData = stored.astype(dtype[int(ds.BitsAllocated)]).tobytes()
+        ds["PixelData"].VR = "OB" if int(ds.BitsAllocated) == 8 else "OW"
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = series_uid
+        ds.ImageType = ["DERIVED", "SECONDARY", *list(ds.get("ImageType") or [])[2:]]
+        ds.SeriesDescription = f"{ds.get('SeriesDescription') or 'series'} (clara-wf)"[:64]
+        ds.SeriesNumber = int(ds.get("SeriesNumber") or 0) + 1000
+        ds.DerivationDescription = "volume written back to DICOM by clara-wf dicom-writer"
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = source.SOPClassUID
+        reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+        ds.SourceImageSequence = [reference]
+        ds.save_as(target / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
+    return target
+
+
 def _position(sidecar, k):
     import numpy as np
 
@@ -316,6 +379,16 @@ def run(env=None):
     label_maps = find_label_maps(inputs)
     payload = payload_root(env, inputs[0])
     written = []
+    if not label_maps:  # dicom-reader -> dicom-writer: the volumes go back as image series
+        for folder in inputs:
+            for volume in sorted(p for p in folder.rglob("*") if p.name.lower().endswith(VOLUME_SUFFIXES)):
+                started = time.perf_counter()
+                sidecar_path, sidecar = own_sidecar(volume)
+                target = write_image_series(volume, sidecar_path, sidecar, payload, output_dir)
+                log(f"{volume.name}: no label map, the image volume itself -> {target.name}/ "
+                    f"({len(sidecar['instances'])} derived images) [{(time.perf_counter() - started) * 1000:.0f} ms]")
+                written.append(target)
+        return written
     found = []
     for label_map in label_maps:
         try:
