@@ -494,40 +494,48 @@ def start(
 
         import subprocess
 
-        with open(log, "wb") as log_handle:
-            try:
-                process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_handle,
-                    stderr=subprocess.STDOUT,
-                    cwd=state_dir,
-                    env=env,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                raise ExternalToolError(f"cannot run {dist.binary}: {exc.strerror}; reinstall ({INSTALL_HINT})") from None
-        instance = TritonInstance(
-            pid=process.pid,
-            http_port=ports[0],
-            grpc_port=ports[1],
-            metrics_port=ports[2],
-            model_repository=repo,
-            started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            log=log,
-            address=address,
-            shm_prefix=shm_prefix,
-        )
-        _write_record(state_dir, instance)
+        from clara_wf import interrupts
+
+        process = None
         try:
+            # Started and written down as one step: a Ctrl-C in between would leave a server no record names.
+            with interrupts.deferred():
+                with open(log, "wb") as log_handle:
+                    try:
+                        process = subprocess.Popen(
+                            command,
+                            stdin=subprocess.DEVNULL,
+                            stdout=log_handle,
+                            stderr=subprocess.STDOUT,
+                            cwd=state_dir,
+                            env=env,
+                            start_new_session=True,
+                            close_fds=True,
+                        )
+                    except OSError as exc:
+                        raise ExternalToolError(
+                            f"cannot run {dist.binary}: {exc.strerror}; reinstall ({INSTALL_HINT})") from None
+                instance = TritonInstance(
+                    pid=process.pid,
+                    http_port=ports[0],
+                    grpc_port=ports[1],
+                    metrics_port=ports[2],
+                    model_repository=repo,
+                    started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    log=log,
+                    address=address,
+                    shm_prefix=shm_prefix,
+                )
+                _write_record(state_dir, instance)
             _wait_started(process, instance, timeout, progress)
         except BaseException:
-            _kill_group(process.pid, grace=2.0)
-            with contextlib.suppress(Exception):
-                process.wait(timeout=1)
-            _remove_record(state_dir)
-            _remove_shm(shm_prefix)
+            if process is not None:
+                with interrupts.deferred():  # a second Ctrl-C must not cut the clean-up short
+                    _kill_group(process.pid, grace=2.0)
+                    with contextlib.suppress(Exception):
+                        process.wait(timeout=1)
+                    _remove_record(state_dir)
+                    _remove_shm(shm_prefix)
             raise
         instance.ready = True
         return instance
@@ -538,8 +546,11 @@ def stop(state_dir: Path, *, grace: float = STOP_GRACE_SECONDS) -> bool:
 
     Returns False when none was running (a stale record is removed).
     """
+    from clara_wf import interrupts
+
     state_dir = Path(state_dir).resolve()
-    with _state_lock(state_dir):
+    # A Ctrl-C while stopping is held until the server and its record are gone.
+    with interrupts.deferred(), _state_lock(state_dir):
         instance = _read_record(state_dir)
         if instance is None:
             return False

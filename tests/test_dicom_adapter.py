@@ -1,13 +1,14 @@
 """`clara-wf dicom-adapter serve` against independent DICOM software: dcmtk and Orthanc.
 
 The adapter runs as the real command in a project copy whose workflow ``derive`` turns
-each received instance into an instance of a new series (tests/dicom_helpers.py), so what
+each received instance into an instance of a new series (tests/adapter_helpers.py), so what
 reaches the destination is the workflow's output, not an echo of the input.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,8 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli
-from dicom_helpers import (
+from adapter_helpers import (
     HAVE_DCMTK,
     HAVE_ORTHANC,
     NO_DCMTK,
@@ -30,6 +30,7 @@ from dicom_helpers import (
     storescu,
     wait_for,
 )
+from conftest import JOB, REPO, assert_one_line_error, run_cli
 
 pytest.importorskip("pynetdicom", reason="the dicom extra is not installed (pip install -e '.[dicom]')")
 from pydicom import dcmread  # noqa: E402
@@ -112,6 +113,20 @@ def test_a_bad_configuration_is_one_line_and_exit_2_before_the_port_opens(projec
 def test_bad_flags_are_one_line_and_exit_2(project, args, fragment):
     result = run_cli("dicom-adapter", "serve", "--port", str(free_port()), *args, cwd=project)
     assert_one_line_error(result, 2, fragment)
+
+
+def test_a_port_in_use_and_a_second_adapter_on_the_same_folder_are_one_line_each(project, servers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("dicom-adapter", "serve", "--workflow", "derive", "--bind", "127.0.0.1", "--port", str(port),
+                         cwd=project)
+    assert_one_line_error(result, 1, f"cannot listen on port {port}")
+    adapter = Adapter(project, "--workflow", "derive").start()
+    servers.append(adapter)
+    second = run_cli("dicom-adapter", "serve", "--workflow", "derive", "--port", str(free_port()), cwd=project)
+    assert_one_line_error(second, 2, f"another DICOM adapter (pid {adapter.proc.pid}) uses")
 
 
 def test_jobs_lists_nothing_before_any_study_and_refuses_an_unknown_id(project):
@@ -234,6 +249,41 @@ def test_two_studies_at_once_become_two_jobs(project, tmp_path, servers):
 
 
 @needs_dcmtk
+def test_grouping_by_series_makes_a_job_per_series(project, tmp_path, servers):
+    adapter = Adapter(project, "--workflow", "derive", "--timeout", "1", "--grouping", "SeriesInstanceUID").start()
+    servers.append(adapter)
+    first = series(tmp_path, "s1", slices=3)
+    second = series(tmp_path, "s2", slices=2, study_uid=dcmread(first[0]).StudyInstanceUID)
+    assert storescu(adapter.port, first + second).returncode == 0  # one association, one study, two series
+    jobs = adapter.wait_jobs(2)
+    assert sorted(j["instances"] for j in jobs) == [2, 3]
+    assert {j["grouping"] for j in jobs} == {"SeriesInstanceUID"}
+    assert {j["uid"] for j in jobs} == {dcmread(first[0]).SeriesInstanceUID, dcmread(second[0]).SeriesInstanceUID}
+
+
+def test_associations_beyond_the_bound_are_rejected(project, servers):
+    from pynetdicom import AE
+
+    (project / "adapter.yaml").write_text(
+        "dicom:\n  scp:\n    max-associations: 1\n    ae-titles:\n      - {ae-title: CLARA, workflows: [derive]}\n")
+    adapter = Adapter(project, "--config", "adapter.yaml").start()
+    servers.append(adapter)
+    ae = AE(ae_title="SCANNER")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    held = ae.associate("127.0.0.1", adapter.port, ae_title="CLARA")
+    try:
+        assert held.is_established
+        second = ae.associate("127.0.0.1", adapter.port, ae_title="CLARA")
+        assert second.is_rejected
+        assert held.send_c_echo().Status == 0
+    finally:
+        held.release()
+    third = ae.associate("127.0.0.1", adapter.port, ae_title="CLARA")
+    assert third.is_established
+    third.release()
+
+
+@needs_dcmtk
 def test_killed_mid_association_and_restarted_loses_nothing_acknowledged(project, tmp_path, servers):
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage
@@ -282,6 +332,77 @@ def test_a_destination_that_is_down_is_retried_and_the_failure_recorded(project,
     assert "export to PACS failed" in detail["message"]
     log = adapter.text()
     assert log.count("retry in") == 2 and "failed after 3 attempts" in log
+
+
+# --- the reference DICOM workflow: CT in, DICOM SEG out ----------------------------------
+
+ORGAN_SEG = "1db65f99-c9b7-4329-ab9c-d519e0557638"  # the guide's organ-seg: dicom-reader -> ai-vnet -> dicom-writer
+PHANTOM = REPO / "test-data" / JOB / "dicom-reader" / "input" / "ct-phantom"
+
+
+def reference_project(root: Path) -> Path:
+    """A fresh-clone copy of the project (charts, apps, models) with the organ-seg workflow, or skip."""
+    import yaml
+
+    workflows = yaml.safe_load((REPO / "charts" / "clara-workflow" / "values.yaml").read_text())["workflows"]
+    if ORGAN_SEG not in workflows or not (REPO / "apps" / "dicom-writer").is_dir() or not PHANTOM.is_dir():
+        pytest.skip("the DICOM reference workflow (organ-seg: dicom-reader -> ai-vnet -> dicom-writer) is not in this project")
+    pytest.importorskip("highdicom", reason="the reference stages' libraries are not installed (make setup)")
+    for name in ("charts", "apps"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.whl"))
+    shutil.copytree(REPO / "test-data" / "models", root / "test-data" / "models")
+    return root
+
+
+def dciodvfy_errors(path: Path) -> list:
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+@needs_dcmtk
+def test_a_ct_series_from_storescu_comes_back_as_a_seg_that_dciodvfy_accepts(tmp_path, servers):
+    project = reference_project(tmp_path / "project")
+    dest = StoreSCP(tmp_path / "dest")
+    servers.append(dest)
+    adapter = Adapter(project, "--workflow", ORGAN_SEG, "--timeout", "1", "--destination", dest.address).start()
+    servers.append(adapter)
+    files = sorted(PHANTOM.glob("*.dcm"))
+    assert storescu(adapter.port, files).returncode == 0
+    (job,) = adapter.wait_jobs(1, timeout=600)
+    assert job["state"] == "done", adapter.text()
+    (seg_path,) = wait_for(lambda: dest.files(), 30, "the SEG at storescp")
+    seg = dcmread(seg_path)
+    source = dcmread(files[0])
+    assert seg.Modality == "SEG" and seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert seg.StudyInstanceUID == source.StudyInstanceUID
+    referenced = {item.SeriesInstanceUID for item in seg.ReferencedSeriesSequence}
+    assert referenced == {source.SeriesInstanceUID}
+    if shutil.which("dciodvfy"):
+        assert dciodvfy_errors(seg_path) == []
+    assert f"sent 1 files to DEST ({dest.address})" in adapter.text()
+
+
+@pytest.mark.skipif(not HAVE_ORTHANC, reason=NO_ORTHANC)
+def test_orthanc_round_trip_of_the_reference_workflow_brings_a_seg_into_the_study(tmp_path, servers):
+    project = reference_project(tmp_path / "project")
+    adapter_port = free_port()
+    orthanc = Orthanc(tmp_path / "orthanc", adapter_port)
+    servers.append(orthanc)
+    adapter = Adapter(project, "--workflow", ORGAN_SEG, "--timeout", "1",
+                      "--destination", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", port=adapter_port).start()
+    servers.append(adapter)
+    for path in sorted(PHANTOM.glob("*.dcm")):
+        orthanc.post("/instances", path.read_bytes(), "application/dicom")
+    (study,) = orthanc.get("/studies")
+    orthanc.post("/modalities/clara/store", {"Resources": [study], "Synchronous": True})
+    (job,) = adapter.wait_jobs(1, timeout=600)
+    assert job["state"] == "done", adapter.text()
+
+    def seg_series():
+        return [s for s in orthanc.get("/series?expand") if s["MainDicomTags"].get("Modality") == "SEG"] or None
+
+    (seg,) = wait_for(seg_series, 30, "a SEG series in Orthanc")
+    assert seg["ParentStudy"] == study and len(seg["Instances"]) == 1
 
 
 # --- Orthanc ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ service runs a job from its store (no DICOM network here: that is test_dicom_ada
 from __future__ import annotations
 
 import pytest
-from dicom_helpers import adapter_project
+from adapter_helpers import adapter_project
 from fake_kube_api import FakeKubeAPI, cs_running, cs_terminated, cs_waiting, script_job_run
 from test_kube_engine import FakeHelm
 
@@ -104,3 +104,25 @@ def test_the_chart_folders_are_the_seeds_defaults(tmp_path):
     project = find_project(start=adapter_project(tmp_path / "project"))
     assert jobrun.adapter_folders(project) == ("dicom-server", "output")  # seed 003's values.yaml
     assert jobrun.release_name("11111111-1111-1111-1111-111111111111") == "wf-11111111-1111-1111-1111-111111111111"
+
+
+def test_fake_api_a_job_interrupted_mid_run_is_run_again_after_its_release_is_removed(api, helm, tmp_path):
+    project = find_project(start=adapter_project(tmp_path / "project"))
+    store = st.Store(tmp_path / "state")
+    store.create()
+    job_id = received_job(store)
+    release = f"wf-{job_id}"
+    store.update_job(job_id, state="running", engine="kubernetes")  # the adapter died while it ran
+    helm.installed.add(release)
+    script_job_run(api, workflow_job_name(release), {"derive": IMAGE}, [
+        ([cs_running("derive", IMAGE)], "Running"),
+        ([cs_terminated("derive", IMAGE)], "Succeeded"),
+    ])
+    logs = []
+    adapter = Adapter(project, from_flags(workflows=["derive"], engine="kubernetes", port=11112), store,
+                      log=logs.append)
+    adapter.engine = "kubernetes"
+    adapter.process(job_id)
+    assert store.read_job(job_id)["state"] == "done", logs
+    assert helm.ops() == [("uninstall", release), ("install", release), ("uninstall", release)]
+    assert any("left by the interrupted run" in line for line in logs)

@@ -158,6 +158,11 @@ def place_wheels(cached: Path, target: Path) -> int:
     return len(wanted)
 
 
+def _lists_requirements(requirements: Path) -> bool:
+    """A requirements file naming at least one package (pip download refuses an empty one)."""
+    return any(line.split("#", 1)[0].strip() for line in requirements.read_text(errors="replace").splitlines())
+
+
 def _hand_placed(wheels: Path) -> bool:
     return any(wheels.glob("*.whl")) and not (wheels / WHEELS_STAMP).is_file()
 
@@ -178,7 +183,7 @@ def build_stage_images(run: WorkflowRun, runtime: Runtime, *, base: str = "auto"
     for build in builds:
         t0 = time.monotonic()
         python = chosen.python if chosen else dockerfile_python(build.dockerfile)
-        if build.wheels is not None and build.requirements is not None:
+        if build.wheels is not None and build.requirements is not None and _lists_requirements(build.requirements):
             if _hand_placed(build.wheels):
                 progress(f"--build: {build.stage}: using the wheels already in {build.wheels}")
             else:

@@ -85,10 +85,10 @@ class Pod:
         return ["--label", f"{LABEL}={self.name}", "--label", f"io.clara-wf.job={self.job_id}"]
 
     def create(self) -> None:
+        self.created = True  # first: an interrupted create may still have made the pod
         if self.runtime.is_podman:
             self.runtime.run("pod", "create", "--name", self.name, "--network", "host", *self.labels(),
                              what="podman pod create", hint="check `podman info` (make setup installs catatonit)")
-        self.created = True
 
     def run_argv(self, spec: ContainerSpec) -> List[str]:
         """``run`` in the foreground: the client's output is the container's, its exit code the stage's."""

@@ -29,6 +29,22 @@ def release_name(job_id: str) -> str:
     return f"wf-{job_id}"
 
 
+def clear_interrupted(job_id: str, engine: str, *, namespace: str = "default",
+                      kube_context: Optional[str] = None) -> bool:
+    """Before a job interrupted mid-run (adapter killed) runs again: remove what the engine
+    left that would refuse a new run - on Kubernetes, the job's release. True when removed."""
+    if engine != "kubernetes":
+        return False  # the local engine's processes died with the adapter (PDEATHSIG); nothing stays
+    from clara_wf.helm import Helm
+
+    helm = Helm()
+    release = release_name(job_id)
+    if not helm.release_exists(release, namespace=namespace, kube_context=kube_context):
+        return False
+    helm.uninstall(release, namespace=namespace, kube_context=kube_context)
+    return True
+
+
 class _Forward:
     """run_test's display: hands each event to the adapter; nothing to close."""
 

@@ -207,6 +207,13 @@ class Adapter:
         output = payload / record["output_folder"]
         if output.exists():  # left by an interrupted run: the result must be this run's
             shutil.rmtree(output)
+        if record["state"] == st.RUNNING:  # interrupted mid-run by a crash or a stop: clear what it left
+            try:
+                if jobrun.clear_interrupted(job_id, record.get("engine") or self.engine, namespace=self.namespace,
+                                            kube_context=self.kube_context):
+                    self.log(f"job {job_id}: removed release {jobrun.release_name(job_id)} left by the interrupted run")
+            except ClaraWfError as err:
+                self.log(f"job {job_id}: could not remove what the interrupted run left: {err}")
         record = self.store.update_job(job_id, state=st.RUNNING, started=time.time(), engine=self.engine)
         self.log(f"job {job_id}: running workflow {record['workflow']} ({self.engine} engine) on "
                  f"{record['instances']} instances")

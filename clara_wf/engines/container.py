@@ -20,7 +20,7 @@ import contextlib
 import time
 from typing import Dict, List, Optional
 
-from clara_wf import engines, rendering
+from clara_wf import engines, interrupts, rendering
 from clara_wf.containers import pod as pods
 from clara_wf.containers.build import StageBuild, stage_builds
 from clara_wf.containers.runtime import Runtime, find_runtime
@@ -109,13 +109,14 @@ def run_workflow(plan: RunPlan, on_event: EventSink, helm=None, runtime: Optiona
 def _tear_down(pod: pods.Pod, keep: bool, interrupted: bool, on_event: EventSink, timings: Dict[str, object]) -> None:
     """Remove the pod and its containers (``--keep``: stop what still runs, keep them)."""
     t0 = time.monotonic()
-    if keep:
-        if interrupted:
-            pod.stop()
-        message = f"kept pod {pod.name} and its containers ({pod.runtime.name} ps -a --filter label=io.clara-wf.run={pod.name})"
-    else:
-        pod.remove()
-        message = ""
+    with interrupts.deferred():  # a second Ctrl-C must not cut the clean-up in half
+        if keep:
+            if interrupted:
+                pod.stop()
+            message = f"kept pod {pod.name} and its containers ({pod.runtime.name} ps -a --filter label=io.clara-wf.run={pod.name})"
+        else:
+            pod.remove()
+            message = ""
     timings["teardown_pod_s"] = time.monotonic() - t0
     if message:
         with contextlib.suppress(Exception):  # the display may be gone (a closed pipe, Ctrl-C)

@@ -375,8 +375,10 @@ def stage_triton(plan: RunPlan, on_event: EventSink, timings: Dict[str, object])
     if not run.needs_triton:
         yield run
         return
+    from clara_wf import interrupts
+
     state_dir = run.project.state_dir
-    triton_started = None
+    release = False  # a Triton started for runs: the last run using it stops it
     try:
         t0 = time.monotonic()
         from clara_wf import triton_local
@@ -386,22 +388,32 @@ def stage_triton(plan: RunPlan, on_event: EventSink, timings: Dict[str, object])
             triton_local.wait_ready(trtis_uri, timeout=10)
             uri = trtis_uri
         else:
+            marker = _auto_triton_marker(state_dir)
+            wrote_marker = False
+            with interrupts.deferred():
+                # Marked before it starts, so that a signal at any moment of the start finds it ours to stop.
+                if not marker.exists() and triton_local.status(state_dir) is None:
+                    state_dir.mkdir(parents=True, exist_ok=True)
+                    marker.write_text(str(os.getpid()))
+                    wrote_marker = True
+                release = marker.exists()
             instance = triton_local.start(
                 state_dir, run.project.test_data_dir / "models",
                 progress=lambda message: on_event(Info(message)),
             )
-            if not instance.already_running:
-                _auto_triton_marker(state_dir).write_text(str(os.getpid()))
-            if _auto_triton_marker(state_dir).exists():
-                triton_started = instance  # started for runs: the last run using it stops it
+            if instance.already_running and wrote_marker:  # `install_trtis --local` won the race: not ours
+                with interrupts.deferred():
+                    marker.unlink(missing_ok=True)
+                    release = False
             on_event(Info(f"Triton {'already running' if instance.already_running else 'started'} at {instance.uri}"))
             uri = instance.uri
         on_event(TritonReady(uri))
         timings["triton_start_s"] = time.monotonic() - t0
         yield dataclasses.replace(run, trtis_uri=uri)
     finally:
-        if triton_started is not None:
-            _release_triton(state_dir, run.job_id, on_event, timings)
+        if release:
+            with interrupts.deferred():
+                _release_triton(state_dir, run.job_id, on_event, timings)
 
 
 def _auto_triton_marker(state_dir: Path) -> Path:

@@ -99,6 +99,7 @@ class Adapter:
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self, wait: bool = True) -> "Adapter":
+        assert not self.log.exists(), f"{self.log} exists: give each adapter run its own log"
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "clara_wf", *self.args], cwd=self.project,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -134,7 +135,7 @@ class Adapter:
 class StoreSCP:
     """dcmtk's storescp as a destination: what it receives lands in ``folder``."""
 
-    def __init__(self, folder: Path, ae_title: str = "DEST"):
+    def __init__(self, folder: Path, ae_title: str = "DEST", env: Optional[dict] = None):
         self.folder = folder
         self.ae_title = ae_title
         self.port = free_port()
@@ -142,7 +143,8 @@ class StoreSCP:
         self.log = folder.parent / f"storescp-{self.port}.log"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([dcmtk("storescp"), "-aet", ae_title, "-od", str(folder), "+xa", str(self.port)],
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, **(env or {})})
         wait_for(lambda: _listening(self.port) or self.proc.poll() is not None, 20, "storescp")
         assert self.proc.poll() is None, self.log.read_text()
 
