@@ -3,10 +3,12 @@
 
     python bench/reference_pipeline.py
 
-Runs `clara-wf test` (local engine, CPU Triton) for `ct`, `ai` and `recon-ai` on a copy of
+Runs `clara-wf test` (local engine, CPU Triton) for `ct`, `ai` and recon-ai (21dd9b92…) on a copy of
 charts/, apps/, tools/ and test-data/ (no outputs), and prints:
 * each stage's run time (start to end of its program under the runner, from run.json);
-* each workflow's wall time (the whole `clara-wf test`, Triton start and stop included);
+* each workflow's wall time (the whole `clara-wf test`) - with a Triton already running on a
+  free port (`--trtis-uri`; its start time is printed apart), or with `--auto-triton` the
+  Triton that `clara-wf test` starts and stops itself (port 8000, contended on a shared machine);
 * Dice per label of the SEGs read back with highdicom against the phantoms' ground truth;
 * the reconstruction error of recon (HU, inside the body) against the noiseless phantom.
 """
@@ -22,11 +24,13 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = "00000000-0000-0000-0000-000000000000"
+RECON_AI = "21dd9b92-f307-4e68-ba31-fe8b1449ceea"  # the guide's recon-ai
 sys.path.insert(0, str(ROOT / "tools"))
 import make_phantom as mp  # noqa: E402
 
@@ -39,10 +43,11 @@ def fresh(root: Path) -> Path:
     return root
 
 
-def run(project: Path, workflow: str) -> float:
+def run(project: Path, workflow: str, uri: Optional[str]) -> float:
     env = {**os.environ, "KUBECONFIG": str(project / "none")}
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "clara_wf", "test", workflow], cwd=project, env=env,
+    extra = ["--trtis-uri", uri] if uri else []
+    result = subprocess.run([sys.executable, "-m", "clara_wf", "test", workflow, *extra], cwd=project, env=env,
                             capture_output=True, text=True)
     wall = time.perf_counter() - started
     if result.returncode != 0:
@@ -72,21 +77,45 @@ def seg_dice(project: Path, series: str, names: dict, truth: np.ndarray) -> dict
 
 
 def main() -> int:
+    import socket
+
+    from clara_wf import triton_local
+
+    auto = "--auto-triton" in sys.argv[1:]
+    with tempfile.TemporaryDirectory() as state:
+        uri = None
+        if not auto:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            started = time.perf_counter()
+            instance = triton_local.start(Path(state), ROOT / "test-data" / "models", http_port=port, timeout=120)
+            print(f"Triton (both models) ready in {time.perf_counter() - started:.2f} s at {instance.uri}")
+            uri = instance.uri
+        try:
+            return figures(uri)
+        finally:
+            if not auto:
+                triton_local.stop(Path(state))
+
+
+def figures(uri: Optional[str]) -> int:
     import SimpleITK as sitk
 
     thorax = "2.25.225071297333823043614441041068709878453"
     abdomen = "2.25.213351516429536475070181760794286906020"
     with tempfile.TemporaryDirectory() as tmp:
-        for workflow in ("ct", "ai", "recon-ai"):
+        for workflow in ("ct", "ai", RECON_AI):
             project = fresh(Path(tmp) / workflow)
-            wall = run(project, workflow)
+            wall = run(project, workflow, uri)
             times = ", ".join(f"{k} {v:.2f} s" for k, v in stage_times(project).items())
-            print(f"{workflow}: wall {wall:.2f} s (clara-wf test, Triton start/stop included); stages: {times}")
+            how = "Triton started and stopped by the run" if uri is None else "Triton already up"
+            print(f"{workflow}: wall {wall:.2f} s (clara-wf test, {how}); stages: {times}")
             if workflow == "ct":
                 print(f"  Dice thorax SEG: {seg_dice(project, thorax, {'Soft tissue': 1, 'Lung': 2, 'Bone': 3}, mp.ground_truth())}")
             if workflow == "ai":
                 print(f"  Dice abdomen SEG: {seg_dice(project, abdomen, {'Liver': 1, 'Liver tumor': 2}, mp.make_abdomen()[1])}")
-            if workflow == "recon-ai":
+            if workflow == RECON_AI:
                 job = project / "test-data" / JOB
                 hu = sitk.GetArrayFromImage(sitk.ReadImage(str(job / "recon" / "output" / "recon.mhd")))
                 truth = mp.noiseless_hu()[mp.SINO_SLICES]
