@@ -79,7 +79,7 @@ def seg_dice(project: Path, series: str, names: dict, truth: np.ndarray) -> dict
 def main() -> int:
     import socket
 
-    from clara_wf import triton_local
+    from clara_wf.triton import local as triton_local
 
     auto = "--auto-triton" in sys.argv[1:]
     with tempfile.TemporaryDirectory() as state:

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clara_wf import triton_local  # noqa: E402
+from clara_wf.triton import local as triton_local  # noqa: E402
 
 MODELS = ROOT / "test-data" / "models"
 MODEL = "segmentation_ct_v1"

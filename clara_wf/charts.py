@@ -18,6 +18,7 @@ whole or not at all, and a command killed midway is rolled back by the next one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -121,9 +122,9 @@ def recover(project: Project) -> List[str]:
 # --- scaffolding -------------------------------------------------------------------------
 
 
-def _render(text: str, name: str, source: Path) -> str:
-    """Fill in the stage name; the template is data, so it runs in jinja2's immutable sandbox
-    (no attribute walks to Python internals, no mutation of what it is given)."""
+@functools.lru_cache(maxsize=32)
+def _compiled(text: str):
+    """The template compiled once per text (an import renders the same template per operator)."""
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -138,8 +139,16 @@ def _render(text: str, name: str, source: Path) -> str:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
+    return env.from_string(text)
+
+
+def _render(text: str, name: str, source: Path) -> str:
+    """Fill in the stage name; the template is data, so it runs in jinja2's immutable sandbox
+    (no attribute walks to Python internals, no mutation of what it is given)."""
+    import jinja2
+
     try:
-        return env.from_string(text).render(name=name)
+        return _compiled(text).render(name=name)
     except jinja2.TemplateError as err:
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise InputError(f"{source}: cannot fill in the stage name: {first}") from None

@@ -1,5 +1,8 @@
 """The clara-wf command line: parses arguments, calls the core, turns its errors into messages.
 
+(Over 400 lines: one thin function per command, ~16 commands and aliases; each maps options
+onto the core. Splitting it per command group is the next step once the command set settles.)
+
 Every core error is one line on stderr (``clara-wf: …``) and an exit code: 2 for bad
 usage or input, 1 when an external tool, the cluster or a workflow fails. ``--verbose``
 shows each external command and, on error, the traceback.
@@ -11,6 +14,7 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -19,30 +23,74 @@ import typer
 from clara_wf import __version__, redaction
 from clara_wf.errors import ClaraWfError, InputError
 from clara_wf.project import CHART_DIR_ENV, Project, find_project
+from clara_wf.triton import DEFAULT_RELEASE as TRTIS_RELEASE
 from clara_wf.workflow import DEFAULT_JOB, DEFAULT_RELEASE, DEFAULT_WORKFLOW
 
-COMMAND_LIST = f"""\
-clara-wf [command] [arguments...]
-
-Command List
-    list_stages | list | ls                       : List available stages
-    create_stage | create | cs [stage name]       : Create stage
-    delete_stage | delete | ds [stage name]       : Delete stage
-    test_workflow | test [workflow id] [job id]   : Test workflow
-                  default args: {DEFAULT_WORKFLOW} {DEFAULT_JOB}
-    install_trtis                                 : Deploy TRTIS service
-    uninstall_trtis                               : Delete TRTIS service
-    set_ngc_api_key | setkey                      : Reset NGC API key
-    import [pipeline.yaml]                        : Import a Clara pipeline definition as stages + a workflow
-    graph [workflow id]                           : Draw a workflow's stages (text, dot, mermaid, svg)
-    dicom-adapter serve                           : Receive studies over DICOM, run a workflow per study, send results
-    jobs [show ID]                                : The DICOM adapter's jobs
-
-Options: --chart-dir DIR (or {CHART_DIR_ENV}), --verbose, --version.
+LIST_HEADER = "clara-wf [command] [arguments...]\n\nCommand List"
+LIST_FOOTER = f"""Options: --chart-dir DIR (or {CHART_DIR_ENV}), --verbose, --version.
 `clara-wf COMMAND --help` describes a command."""
+LIST_COLUMN = 46  # the original's layout: "    names [args]<padding>: summary"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A command as the no-argument command list shows it."""
+
+    names: str  # "list_stages | list | ls"
+    args: str  # "[stage name]"
+    summary: str
+    extra: str = ""  # a second line (the original shows test's default arguments)
+
+
+_listed: List[Listed] = []
+
+
+def listed(names: str, args: str, summary: str) -> None:
+    """List a command group (``app.add_typer``) in the no-argument command list."""
+    _listed.append(Listed(names, args, summary))
+
+
+def command_list() -> str:
+    lines = [LIST_HEADER]
+    for entry in _listed:
+        left = f"{entry.names} {entry.args}".rstrip()
+        lines.append(f"    {left:<{LIST_COLUMN}}: {entry.summary}")
+        if entry.extra:
+            lines.append(entry.extra)
+    return "\n".join(lines + ["", LIST_FOOTER])
+
+
+class Output(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class Sandbox(str, Enum):
+    auto = "auto"
+    bwrap = "bwrap"
+    none = "none"
+
+
+class GraphFormat(str, Enum):
+    text = "text"
+    dot = "dot"
+    mermaid = "mermaid"
+    svg = "svg"
+
+
+def _engine_choices() -> "type[Enum]":
+    """auto plus every engine module of clara_wf/engines (listed without importing them)."""
+    from clara_wf import engines
+
+    names = [engines.AUTO, *engines.available()]
+    return Enum("Engine", {name: name for name in names}, type=str)  # type: ignore[return-value]
+
+
+EngineChoice = _engine_choices()
+
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -88,14 +136,16 @@ def root(
         echo(f"clara-wf {__version__}")
         raise typer.Exit(0)
     if ctx.invoked_subcommand is None:
-        echo(COMMAND_LIST)
+        echo(command_list())
         raise typer.Exit(0)
 
 
-def command(name: str, *aliases: str, help: str):
-    """Register a command under its name and the original's aliases (aliases hidden from the list)."""
+def command(name: str, *aliases: str, help: str, summary: str = "", args: str = "", extra: str = ""):
+    """Register a command under its name and the original's aliases (aliases hidden from
+    ``--help``), and list it in the no-argument command list with ``summary``."""
 
     def register(func):
+        _listed.append(Listed(" | ".join((name, *aliases)), args, summary or help.rstrip("."), extra))
         alias_note = f" (aliases: {', '.join(aliases)})" if aliases else ""
         app.command(name, help=help + alias_note)(func)
         for alias in aliases:
@@ -108,24 +158,22 @@ def command(name: str, *aliases: str, help: str):
 # --- stages -----------------------------------------------------------------------------
 
 
-@command("list_stages", "list", "ls", help="List the stages of the chart (templates/stages, except template).")
+@command("list_stages", "list", "ls", summary="List available stages", help="List the stages of the chart (templates/stages, except template).")
 def list_stages(
     ctx: typer.Context,
-    output: str = typer.Option("text", "--output", "-o", help="text (one name a line) or json."),
+    output: Output = typer.Option(Output.text, "--output", "-o", help="text (one name a line) or json."),
 ) -> None:
     from clara_wf import charts
 
-    if output not in ("text", "json"):
-        raise InputError(f"--output must be text or json, not {output!r}")
     names = charts.list_stages(_state(ctx).project())
-    if output == "json":
+    if output is Output.json:
         echo(json.dumps(names))
     else:
         for name in names:
             echo(name)
 
 
-@command("create_stage", "create", "cs", help="Scaffold a stage: its chart templates and values, and its operator app in apps/NAME.")
+@command("create_stage", "create", "cs", args="[stage name]", summary="Create stage", help="Scaffold a stage: its chart templates and values, and its operator app in apps/NAME.")
 def create_stage(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Stage name (a DNS-1123 label)."),
@@ -166,7 +214,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-@command("delete_stage", "delete", "ds", help="Delete a stage's folder and its values block (and apps/NAME while unchanged from the scaffold).")
+@command("delete_stage", "delete", "ds", args="[stage name]", summary="Delete stage", help="Delete a stage's folder and its values block (and apps/NAME while unchanged from the scaffold).")
 def delete_stage(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Stage name."),
@@ -188,12 +236,13 @@ def delete_stage(
 # --- test -------------------------------------------------------------------------------
 
 
-@command("test_workflow", "test", help="Run a workflow on test-data/JOB and show the outcome and the output folder.")
+@command("test_workflow", "test", args="[workflow id] [job id]", summary="Test workflow",
+         extra=f"                  default args: {DEFAULT_WORKFLOW} {DEFAULT_JOB}", help="Run a workflow on test-data/JOB and show the outcome and the output folder.")
 def test_workflow(
     ctx: typer.Context,
     workflow_id: str = typer.Argument(DEFAULT_WORKFLOW, metavar="[WORKFLOW]", help="A key of workflows in values.yaml."),
     job_id: str = typer.Argument(DEFAULT_JOB, metavar="[JOB]", help="The job's UUID; its payload is test-data/JOB."),
-    engine: str = typer.Option("auto", "--engine", "-e", help="auto (Kubernetes when a context answers, else local), local, kubernetes or container (the stage images on podman/docker)."),
+    engine: EngineChoice = typer.Option("auto", "--engine", "-e", help="auto: Kubernetes when a context answers, else local; container: the stage images on podman/docker."),  # type: ignore[valid-type]
     dry_run: bool = typer.Option(False, "--dry-run", help="Check everything, print the helm command and the manifests, run nothing."),
     trtis_uri: Optional[str] = typer.Option(None, "--trtis-uri", help="Use this Triton (host:port) instead of starting or installing one."),
     namespace: str = typer.Option("default", "--namespace", "-n", help="Kubernetes namespace."),
@@ -204,7 +253,8 @@ def test_workflow(
     build: bool = typer.Option(False, "--build", help="Container and Kubernetes: build the stage images first (podman/docker build)."),
     runtime: str = typer.Option("auto", "--runtime", help="Container engine and --build: podman, docker or auto (whichever answers)."),
     base_image: str = typer.Option("auto", "--base-image", help="--build: BASE_IMAGE of the Dockerfiles: auto (the local Debian base when mmdebstrap is installed, else the Dockerfile's default), local, dockerfile or an image."),
-    sandbox: str = typer.Option("auto", "--sandbox", help="Local: bwrap (pod paths for real), none (paths rewritten), auto."),
+    sandbox: Sandbox = typer.Option(Sandbox.auto, "--sandbox", help="Local: bwrap (pod paths for real), none (paths rewritten), auto."),
+    output: Output = typer.Option(Output.text, "--output", "-o", help="text (the output folder listed) or json (the run record)."),
 ) -> None:
     from clara_wf import workflow as wf
     from clara_wf.display import RunDisplay, output_listing
@@ -218,30 +268,37 @@ def test_workflow(
     if trtis_uri is not None:
         wf.check_trtis_uri(trtis_uri)
     result = run_test(
-        _state(ctx).project(), workflow_id, job_id, engine=engine, dry_run=dry_run, release=release,
-        namespace=namespace, kube_context=kube_context, timeout=timeout, keep=keep, build=build, sandbox=sandbox,
+        _state(ctx).project(), workflow_id, job_id, engine=str(getattr(engine, "value", engine)), dry_run=dry_run, release=release,
+        namespace=namespace, kube_context=kube_context, timeout=timeout, keep=keep, build=build, sandbox=sandbox.value,
         trtis_uri=trtis_uri, runtime=runtime, base_image=base_image, display=lambda stages: RunDisplay(stages, stream=sys.stderr), note=note,
     )
     if result.dry_run is not None:
+        if output is Output.json:
+            echo(json.dumps({"command": result.dry_run.command, "manifests": result.dry_run.manifests}, indent=2))
+            return
         echo("# " + result.dry_run.command)
         echo(result.dry_run.manifests)
         return
     run, outcome = result.run, result.outcome
-    for output_dir in run.output_folders():
-        echo(output_listing(output_dir))
+    if output is Output.json:
+        echo(json.dumps(result.record, indent=2))
+    else:
+        for output_dir in run.output_folders():
+            echo(output_listing(output_dir))
     if outcome is None or not outcome.succeeded:
         raise WorkflowFailed(outcome.message if outcome else "the workflow did not run")
-    echo(f"Job '{run.job_name}' ({run.job_id}) executed: workflow '{run.workflow_id}' succeeded")
+    if output is Output.text:
+        echo(f"Job '{run.job_name}' ({run.job_id}) executed: workflow '{run.workflow_id}' succeeded")
 
 
 # --- Triton -----------------------------------------------------------------------------
 
 
-@command("install_trtis", help="Deploy Triton Inference Server (TRTIS) on the cluster, or --local on this machine.")
+@command("install_trtis", summary="Deploy TRTIS service", help="Deploy Triton Inference Server (TRTIS) on the cluster, or --local on this machine.")
 def install_trtis(
     ctx: typer.Context,
     local: bool = typer.Option(False, "--local", help="Start a CPU Triton server on this machine instead."),
-    release: str = typer.Option("trtis", "--release", help="Helm release name."),
+    release: str = typer.Option(TRTIS_RELEASE, "--release", help="Helm release name."),
     namespace: str = typer.Option("default", "--namespace", "-n"),
     kube_context: Optional[str] = typer.Option(None, "--kube-context"),
     timeout: float = typer.Option(600, "--timeout", help="Seconds to wait until Triton is ready."),
@@ -253,7 +310,7 @@ def install_trtis(
     wf.check_namespace(namespace)
     project = _state(ctx).project()
     if local:
-        from clara_wf import triton_local
+        from clara_wf.triton import local as triton_local
 
         instance = triton_local.start(
             project.state_dir, project.test_data_dir / "models", progress=note, timeout=timeout
@@ -263,21 +320,21 @@ def install_trtis(
         else:
             echo(f"Triton is ready (pid {instance.pid}): NVIDIA_CLARA_TRTISURI={instance.uri}")
         return
-    from clara_wf.engines import kubernetes as kube_engine
     from clara_wf.helm import Helm
+    from clara_wf.triton import cluster
 
-    uri, already = kube_engine.install_trtis(
+    uri, already = cluster.install_trtis(
         Helm(), project.trtis_chart_dir, release=release, namespace=namespace,
         kube_context=kube_context, timeout=timeout, on_event=_print_event,
     )
     echo(f"TRTIS {'is already installed' if already else 'is installed'}: NVIDIA_CLARA_TRTISURI={uri}")
 
 
-@command("uninstall_trtis", help="Delete the Triton Inference Server release, or --local stop the local one.")
+@command("uninstall_trtis", summary="Delete TRTIS service", help="Delete the Triton Inference Server release, or --local stop the local one.")
 def uninstall_trtis(
     ctx: typer.Context,
     local: bool = typer.Option(False, "--local", help="Stop the Triton server started on this machine."),
-    release: str = typer.Option("trtis", "--release", help="Helm release name."),
+    release: str = typer.Option(TRTIS_RELEASE, "--release", help="Helm release name."),
     namespace: str = typer.Option("default", "--namespace", "-n"),
     kube_context: Optional[str] = typer.Option(None, "--kube-context"),
 ) -> None:
@@ -287,15 +344,15 @@ def uninstall_trtis(
     wf.check_namespace(namespace)
     project = _state(ctx).project()
     if local:
-        from clara_wf import triton_local
+        from clara_wf.triton import local as triton_local
 
         stopped = triton_local.stop(project.state_dir)
         echo("Triton stopped" if stopped else "Triton is not running on this machine")
         return
-    from clara_wf.engines import kubernetes as kube_engine
     from clara_wf.helm import Helm
+    from clara_wf.triton import cluster
 
-    removed = kube_engine.uninstall_trtis(Helm(), release=release, namespace=namespace, kube_context=kube_context)
+    removed = cluster.uninstall_trtis(Helm(), release=release, namespace=namespace, kube_context=kube_context)
     echo(f"TRTIS release '{release}' deleted" if removed else f"TRTIS release '{release}' is not installed")
 
 
@@ -307,7 +364,7 @@ def _print_event(event) -> None:
 # --- NGC key ----------------------------------------------------------------------------
 
 
-@command("set_ngc_api_key", "setkey", help="Create or replace the nvcr.io image pull secret (key from NGC_API_KEY or a prompt).")
+@command("set_ngc_api_key", "setkey", summary="Reset NGC API key", help="Create or replace the nvcr.io image pull secret (key from NGC_API_KEY or a prompt).")
 def set_ngc_api_key(
     ctx: typer.Context,
     namespace: str = typer.Option("default", "--namespace", "-n"),
@@ -326,16 +383,17 @@ def set_ngc_api_key(
         redaction.register(key.strip())
         if not key.strip():
             raise InputError("no NGC API key entered")
-    from clara_wf.engines import kubernetes as kube_engine
+    from clara_wf import kube
 
-    result = kube_engine.set_ngc_api_key(namespace=namespace, key=key.strip(), kube_context=kube_context)
+    result = kube.set_ngc_api_key(namespace=namespace, key=key.strip(), kube_context=kube_context)
     echo(f"secret/nvcr.io {result}")
 
 
 # --- pipelines: import and graph ---------------------------------------------------------
 
 
-@command("import", help="Import a Clara pipeline definition (YAML): one stage per operator and a DAG workflow.")
+@command("import", args="[pipeline.yaml]", summary="Import a Clara pipeline definition as stages + a workflow",
+         help="Import a Clara pipeline definition (YAML): one stage per operator and a DAG workflow.")
 def import_pipeline(
     ctx: typer.Context,
     pipeline: Path = typer.Argument(..., help="The pipeline definition (api-version 0.4.0/0.5.0; 0.3.0 read as 0.4.0)."),
@@ -344,7 +402,7 @@ def import_pipeline(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change (stages, workflow, values.yaml diff); write nothing."),
     force: bool = typer.Option(False, "--force", "-f", help="Take over stages or a workflow of the same name not created by this pipeline's import."),
 ) -> None:
-    from clara_wf import pipeline_import as pi
+    from clara_wf import pipeline as pi
 
     project = _state(ctx).project()
     plan = pi.import_pipeline(
@@ -377,31 +435,30 @@ def import_pipeline(
     echo(f"Run it: clara-wf test {wf_id} [JOB]  (the job payload's input goes in test-data/JOB/input)")
 
 
-@command("graph", help="Show a workflow's DAG: text in the terminal, or --format dot|mermaid|svg --output FILE.")
+@command("graph", args="[workflow id]", summary="Draw a workflow's stages (text, dot, mermaid, svg)", help="Show a workflow's DAG: text in the terminal, or --format dot|mermaid|svg --output FILE.")
 def graph_workflow(
     ctx: typer.Context,
     workflow_id: str = typer.Argument(..., metavar="WORKFLOW", help="A key of workflows in values.yaml."),
-    fmt: str = typer.Option("text", "--format", help="text, dot, mermaid or svg."),
+    fmt: GraphFormat = typer.Option(GraphFormat.text, "--format", help="How to draw it."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     from clara_wf import graph
 
-    if fmt not in graph.FORMATS:
-        raise InputError(f"--format must be one of {', '.join(graph.FORMATS)}, not {fmt!r}")
     dag = graph.load_graph(_state(ctx).project(), workflow_id)
-    text, how = graph.render(dag, fmt)
+    text, how = graph.render(dag, fmt.value)
     if output is None:
         typer.echo(text, nl=False)
         return
     graph.write_output(text, output)
-    drawn = f" (drawn by {'Graphviz dot' if how == 'graphviz' else 'clara-wf'})" if fmt == "svg" else ""
-    echo(f"Workflow '{workflow_id}' graph ({fmt}){drawn} is written to: {output}")
+    drawn = f" (drawn by {'Graphviz dot' if how == 'graphviz' else 'clara-wf'})" if fmt is GraphFormat.svg else ""
+    echo(f"Workflow '{workflow_id}' graph ({fmt.value}){drawn} is written to: {output}")
 
 
 # --- DICOM adapter -----------------------------------------------------------------------
 
 dicom_app = typer.Typer(no_args_is_help=True, help="The DICOM adapter: a Storage SCP that runs a workflow per study.")
 app.add_typer(dicom_app, name="dicom-adapter")
+listed("dicom-adapter", "serve", "Receive studies over DICOM, run a workflow per study, send results")
 
 
 def _adapter_state_dir(ctx: typer.Context, state_dir: Optional[Path]) -> Path:
@@ -424,6 +481,8 @@ def dicom_adapter_serve(
     job_timeout: float = typer.Option(3600, "--job-timeout", help="Seconds one workflow run may take."),
     namespace: str = typer.Option("default", "--namespace", "-n", help="Kubernetes engine: namespace."),
     kube_context: Optional[str] = typer.Option(None, "--kube-context", help="Kubernetes engine: context."),
+    trtis_uri: Optional[str] = typer.Option(
+        None, "--trtis-uri", help="A running Triton (host:port) for every job, instead of one started or installed per job."),
     payloads_host_path: Optional[str] = typer.Option(
         None, "--payloads-host-path",
         help="Kubernetes engine: the node path of STATE_DIR/payloads (workflow.payloads.hostPath of each job)."),
@@ -431,7 +490,7 @@ def dicom_adapter_serve(
     import threading
     import time
 
-    from clara_wf import values_edit
+    from clara_wf import dag, values_edit
     from clara_wf import workflow as wf
     from clara_wf.dicom import config as cfg
     from clara_wf.dicom.service import Adapter
@@ -443,14 +502,15 @@ def dicom_adapter_serve(
                                           ("--timeout", timeout), ("--grouping", grouping)) if value]
         if quick:
             raise InputError(f"--config and {quick[0]} do not go together: put it in the configuration file")
-        config = cfg.load(config_file, port=port, engine=engine)
+        config = cfg.load(config_file, port=port, engine=engine, trtis_uri=trtis_uri)
     else:
         config = cfg.from_flags(ae_title=ae_title or cfg.DEFAULT_AE_TITLE, port=port, workflows=workflows,
                                 destinations=destinations, timeout=cfg.DEFAULT_TIMEOUT_S if timeout is None else timeout,
-                                engine=engine or "local", grouping=grouping or "StudyInstanceUID", bind_address=bind)
+                                engine=engine or "local", grouping=grouping or "StudyInstanceUID", bind_address=bind,
+                                trtis_uri=trtis_uri)
     if job_timeout <= 0:
         raise InputError(f"--job-timeout must be a number of seconds > 0, not {job_timeout:g}")
-    cfg.check_workflows(config, wf.workflow_ids(values_edit.read_values(project.values_file)), project.values_file)
+    cfg.check_workflows(config, dag.workflow_ids(values_edit.read_values(project.values_file)), project.values_file)
     for workflow_id in config.workflows():  # stages, values and graph checked now, not at the first study
         wf.plan_run(project, workflow_id, wf.DEFAULT_JOB, need_test_data=False)
 
@@ -485,6 +545,7 @@ def dicom_adapter_serve(
 
 jobs_app = typer.Typer(help="The DICOM adapter's jobs: `clara-wf jobs` lists them, `clara-wf jobs show ID` shows one.")
 app.add_typer(jobs_app, name="jobs")
+listed("jobs", "[show ID]", "The DICOM adapter's jobs")
 
 
 @jobs_app.callback(invoke_without_command=True)

@@ -1,8 +1,8 @@
-"""The terminal display of a workflow run, shared by the local and the Kubernetes engine.
+"""The terminal display of a workflow run, the same for every engine (on ``rich``).
 
-On a terminal, one live line per stage (waiting / running / done / failed, elapsed) stays
-at the bottom while the stages' log lines scroll above it. Elsewhere (CI, a pipe) each
-state change is one plain line, so logs stay readable.
+On a terminal, one live line per stage (waiting / running / done / failed / stopped,
+elapsed) stays at the bottom while the stages' log lines scroll above it. Elsewhere (CI,
+a pipe) each state change is one plain line, so logs stay readable.
 """
 
 from __future__ import annotations
@@ -16,39 +16,47 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, TextIO
 
 from clara_wf.events import (
-    DONE,
     FAILED,
     FINAL_STATES,
-    RUNNING,
-    STOPPED,
     WAITING,
+    Event,
     Info,
     LogLine,
     StageState,
     StageUpdate,
 )
 
-_MARK = {WAITING: "…", RUNNING: "▶", DONE: "✔", FAILED: "✘", STOPPED: "■"}
+_MARK = {StageState.WAITING: "…", StageState.RUNNING: "▶", StageState.DONE: "✔", StageState.FAILED: "✘",
+         StageState.STOPPED: "■"}
+_STYLE = {StageState.WAITING: "dim", StageState.RUNNING: "cyan", StageState.DONE: "green", StageState.FAILED: "red",
+          StageState.STOPPED: "yellow"}
 
 
 class RunDisplay:
     def __init__(self, stages: Sequence[str], stream: TextIO = sys.stderr, live: Optional[bool] = None):
+        from rich.console import Console
+
         self.stages = list(stages)
-        self.stream = stream
         self.live = stream.isatty() if live is None else live
+        # Plain text as written (no markup, no highlighting, no wrapping) unless live.
+        self.console = Console(file=stream, force_terminal=self.live, highlight=False, markup=False,
+                               soft_wrap=True, emoji=False)
         self.width = max([len(s) for s in self.stages] + [5])
         now = time.monotonic()
         self.state: Dict[str, StageState] = {s: WAITING for s in self.stages}
         self.since: Dict[str, float] = {s: now for s in self.stages}
         self.elapsed: Dict[str, Optional[float]] = {s: None for s in self.stages}
         self.detail: Dict[str, str] = {s: "" for s in self.stages}
-        self._drawn = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._live = None
         if self.live:
-            threading.Thread(target=self._tick, daemon=True).start()
+            from rich.live import Live
 
-    def __call__(self, event) -> None:
+            self._live = Live(self, console=self.console, refresh_per_second=2, transient=False,
+                              redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
+
+    def __call__(self, event: Event) -> None:
         with self._lock:
             if isinstance(event, LogLine):
                 self._emit(f"{event.stage:>{self.width}} | {event.text}")
@@ -57,6 +65,17 @@ class RunDisplay:
             elif isinstance(event, StageUpdate):
                 self._update(event)
 
+    def __rich__(self):
+        """What the live view shows: one line per stage, refreshed by rich."""
+        from rich.text import Text
+
+        lines = Text()
+        for i, name in enumerate(self.stages):
+            if i:
+                lines.append("\n")
+            lines.append(self._line(name)[:200], style=_STYLE.get(self.state[name], ""))
+        return lines
+
     def _update(self, event: StageUpdate) -> None:
         name = event.stage
         if name not in self.state:
@@ -64,23 +83,20 @@ class RunDisplay:
             self.width = max(self.width, len(name))
         now = time.monotonic()
         previous = self.state.get(name)
-        if event.state in FINAL_STATES and previous == RUNNING:
+        state = StageState(event.state)
+        if state in FINAL_STATES and previous == StageState.RUNNING:
             self.elapsed[name] = now - self.since[name]
-        if event.state != previous:
+        if state != previous:
             self.since[name] = now
-        self.state[name] = event.state
+        self.state[name] = state
         self.detail[name] = event.detail
-        if self.live:
-            self._redraw()
-        else:
-            self.stream.write(self._line(name) + "\n")
-            self.stream.flush()
+        if self._live is None:
+            self._print(self._line(name))
 
     def _line(self, name: str) -> str:
         state = self.state[name]
-        if state in FINAL_STATES and self.elapsed.get(name) is not None:
-            seconds = self.elapsed[name]
-        else:
+        seconds = self.elapsed.get(name)
+        if state not in FINAL_STATES or seconds is None:
             seconds = time.monotonic() - self.since[name]
         text = f"{_MARK[state]} {name:<{self.width}}  {state:<7} {seconds:7.1f}s"
         if self.detail.get(name) and state in (WAITING, FAILED):
@@ -88,41 +104,18 @@ class RunDisplay:
         return text
 
     def _emit(self, line: str) -> None:
-        if self.live:
-            self._clear()
-            self.stream.write(line + "\n")
-            self._redraw()
-        else:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+        self._print(line)
 
-    def _clear(self) -> None:
-        if self._drawn:
-            self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
-            self._drawn = 0
-
-    def _redraw(self) -> None:
-        self._clear()
-        for name in self.stages:
-            self.stream.write(self._line(name)[: 200] + "\n")
-        self._drawn = len(self.stages)
-        self.stream.flush()
-
-    def _tick(self) -> None:
-        while not self._stop.wait(0.5):
-            with self._lock:
-                if self._drawn:
-                    self._redraw()
+    def _print(self, line: str) -> None:
+        # Through the live view's console when live: rich keeps the stage lines at the bottom.
+        self.console.print(line, markup=False, highlight=False, overflow="ignore", crop=False)
 
     def close(self) -> None:
         """Stop the live refresh, leaving the final stage lines on screen."""
-        self._stop.set()
         with self._lock:
-            if self.live:
-                self._redraw()
-                self._drawn = 0
-
-
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
 def output_listing(folder: Path) -> str:
     """The output folder, listed like the original's ``ls -al``."""
     if not folder.is_dir():

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 from xml.sax.saxutils import escape
 
-from clara_wf import charts
+from clara_wf import charts, dag
 from clara_wf.errors import InputError
 from clara_wf.project import Project
 
@@ -41,38 +41,20 @@ class Graph:
 
     def layers(self) -> List[List[str]]:
         """Stages by depth (longest path from a stage with no upstream); InputError on a cycle."""
-        depth: Dict[str, int] = {}
-        state: Dict[str, int] = {}
         nodes = self.stages + self.external
-
-        def visit(node: str, trail: List[str]) -> int:
-            if state.get(node) == 2:
-                return depth[node]
-            if state.get(node) == 1:
-                loop = trail[trail.index(node):] + [node]
-                raise InputError(f"workflow '{self.workflow_id}' has a cycle: {' -> '.join(loop)}")
-            state[node] = 1
-            ups = [u for u, _ in self.upstream(node)]
-            depth[node] = 1 + max((visit(u, trail + [node]) for u in ups), default=-1)
-            state[node] = 2
-            return depth[node]
-
-        for node in nodes:
-            visit(node, [])
+        ups = {node: [u for u, _ in self.upstream(node)] for node in nodes}
+        ordered, stuck = dag.order(nodes, ups)
+        if stuck:
+            loop = dag.find_cycle(nodes, ups)
+            raise InputError(f"workflow '{self.workflow_id}' has a cycle: {' -> '.join(loop)}")
+        depth: Dict[str, int] = {}
+        for node in ordered:
+            depth[node] = 1 + max((depth[u] for u in ups[node]), default=-1)
         count = max(depth.values(), default=-1) + 1
         layers: List[List[str]] = [[] for _ in range(count)]
         for node in nodes:  # workflow order inside a layer
             layers[depth[node]].append(node)
         return layers
-
-
-def _lock_owner(values: dict, stages: List[str]) -> Dict[str, str]:
-    owners = {}
-    for stage in stages:
-        stage_values = values.get(stage) if isinstance(values, dict) else None
-        lock = (stage_values or {}).get("lockName") if isinstance(stage_values, dict) else None
-        owners[str(lock or f"{stage}.lock")] = stage
-    return owners
 
 
 def build_graph(workflow_id: str, definition: dict, stage_values: Optional[dict] = None) -> Graph:
@@ -107,14 +89,14 @@ def build_graph(workflow_id: str, definition: dict, stage_values: Optional[dict]
                 graph.edges.append((up, stage, str(name or "")))
         # Explicit waitLocks add to the io edges (the chart waits for both); stages outside io have only those.
         waits = definition.get("waitLocks") or []
-        owners = _lock_owner(stage_values or {}, stages)
+        owners = dag.lock_owners(stages, stage_values or {})
         for i, stage in enumerate(stages):
             if i < len(waits):
                 _add_waits(graph, stage, str(waits[i] or ""), owners)
         return graph
 
     waits = definition.get("waitLocks") or [""] * len(stages)
-    owners = _lock_owner(stage_values or {}, stages)
+    owners = dag.lock_owners(stages, stage_values or {})
     for i, stage in enumerate(stages):
         wait = str(waits[i] or "") if i < len(waits) else ""
         if not wait.strip() and i == 0:
@@ -136,11 +118,7 @@ def _add_waits(graph: Graph, stage: str, wait: str, owners: Dict[str, str]) -> N
 
 def load_graph(project: Project, workflow_id: str) -> Graph:
     data = charts.read_values(project.values_file)
-    workflows = data.get("workflows") or {}
-    if not isinstance(workflows, dict) or workflow_id not in workflows:
-        known = ", ".join(sorted(str(k) for k in workflows)) if isinstance(workflows, dict) else ""
-        raise InputError(f"no workflow {workflow_id!r} in {project.values_file} (workflows: {known or 'none'})")
-    definition = workflows[workflow_id]
+    definition = dag.find_workflow(data, workflow_id, project.values_file)
     if not isinstance(definition, dict):
         raise InputError(f"workflow {workflow_id!r} in {project.values_file} is not a mapping")
     import json

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, Mapping, Optional, Protocol, Sequence
 
 from clara_wf import external
 from clara_wf.errors import ExternalToolError
@@ -21,6 +21,26 @@ _SPECIAL = set(",=\\.[]{}")
 _VERSION = re.compile(r'Version:"v(\d+)\.(\d+)\.(\d+)')
 
 log = logging.getLogger("clara_wf.helm")
+
+
+class HelmLike(Protocol):
+    """The part of ``Helm`` that installs and removes releases (tests pass a recording fake)."""
+
+    @property
+    def major(self) -> int: ...
+
+    def install(self, release: str, chart: Path, *, namespace: str, set_string: Dict[str, str], wait: bool = True,
+                timeout: str = "10m", kube_context: Optional[str] = None) -> str: ...
+
+    def uninstall(self, release: str, *, namespace: str, kube_context: Optional[str] = None) -> None: ...
+
+    def release_exists(self, release: str, *, namespace: str, kube_context: Optional[str] = None) -> bool: ...
+
+
+def chart_fullname(release: str, chart_name: str) -> str:
+    """The ``fullname`` helper of ``helm create`` charts (no nameOverride / fullnameOverride)."""
+    name = release if chart_name in release else f"{release}-{chart_name}"
+    return name[:63].rstrip("-")
 
 
 def helm_timeout(seconds: float) -> str:

@@ -30,7 +30,7 @@ _RUN = re.compile(r"[A-Za-z0-9+/=_-]+(?:[ \t]*\r?\n[ \t]*[A-Za-z0-9+/=_-]+)*")
 
 
 def _forms(secret: str) -> List[str]:
-    from clara_wf.kube import REGISTRY_USER, dockerconfigjson
+    from clara_wf.kube.secrets import REGISTRY_USER, dockerconfigjson
 
     b64 = lambda data: base64.b64encode(data.encode()).decode("ascii")  # noqa: E731
     return [
@@ -92,9 +92,9 @@ def scrub(text: str) -> str:
     """``text`` with every registered secret, in any of its forms, whole or cut, replaced by ***."""
     if not _secrets or not text:
         return text
-    for secret in sorted(_secrets, key=len, reverse=True):
-        for form in _forms(secret):
-            text = text.replace(form, MASK)
+    # Longest first: one form can hold another (base64 of "$oauthtoken:KEY" ends with base64 of KEY).
+    for form in sorted({f for secret in _secrets for f in _forms(secret)}, key=len, reverse=True):
+        text = text.replace(form, MASK)
     return _RUN.sub(lambda m: MASK if _leaks(m.group(0)) else m.group(0), text)
 
 

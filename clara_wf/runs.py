@@ -31,6 +31,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from clara_wf import __version__
 from clara_wf.errors import InputError
+from clara_wf.payload import parse_paths
 
 RUNS_DIR = "runs"
 RECORD_NAME = "run.json"
@@ -114,7 +115,7 @@ def layout_from_pod(pod: dict, job_dir: Path, stage_values: Optional[Dict[str, d
         env = {e["name"]: str(e.get("value", "")) for e in container.get("env", [])}
         app_dir = env.get("NVIDIA_CLARA_APPDIR") or "/app"
         if env.get("NVIDIA_CLARA_INPUTPATHS"):
-            in_paths = [p.strip() for _, sep, p in (i.partition(":") for i in env["NVIDIA_CLARA_INPUTPATHS"].split(";")) if sep]
+            in_paths = [e.path for e in parse_paths(env["NVIDIA_CLARA_INPUTPATHS"])]
         else:
             mount_in = ((stage_values.get(name) or {}).get("mount") or {}).get("in") or {}
             in_paths = [f"{app_dir.rstrip('/')}/{mount_in.get('name', 'input')}"]

@@ -16,7 +16,6 @@ are rendered again and compared), so no one's code is ever deleted by it.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +63,9 @@ def create_stage(project: Project, name: str, *, app: bool = True) -> StageScaff
     """
     charts.check_stage_name(name)
     target = app_dir(project, name)
-    more = {target: render_app(name)} if app and not os.path.lexists(target) else {}
+    # Whether apps/NAME exists is decided under the chart lock, after recovery (charts.create_stage):
+    # a folder left by an interrupted `cs` is rolled back there, and must then be made again.
+    more = {target: render_app(name)} if app else {}
     apps_existed = target.parent.exists()
     try:
         change = charts.create_stage(project, name, more_folders=more)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from clara_wf import charts
+from clara_wf import charts, dag, triton
 from clara_wf.errors import InputError
 from clara_wf.project import Project
 
@@ -125,7 +125,7 @@ class WorkflowRun:
     @property
     def needs_triton(self) -> bool:
         """A stage lists the trtis service (stages.<name>.services)."""
-        return any("trtis" in (self.values.get(s, {}).get("services") or []) for s in self.stages)
+        return any(triton.SERVICE in (self.values.get(s, {}).get("services") or []) for s in self.stages)
 
     def output_folders(self) -> List[Path]:
         """Where the workflow's results land: the outputs nothing else reads (DAG form), or
@@ -205,7 +205,7 @@ def validate_dag(workflow_id: str, definition: dict, lock_names: Dict[str, str])
                 raise InputError(f"{wf}: output {name!r} of stage {stage!r} needs an absolute path")
             names.append(name)
         outputs[stage] = names
-    owner = {lock: stage for stage, lock in lock_names.items() if stage in seen}
+    owner = {lock: stage for stage, lock in lock_names.items() if stage in seen}  # as dag.lock_owners
     waits = definition.get("waitLocks") or []
     upstream: Dict[str, List[str]] = {}
     for index, stage in enumerate(stages):
@@ -241,19 +241,10 @@ def validate_dag(workflow_id: str, definition: dict, lock_names: Dict[str, str])
         if stage in ups:
             raise InputError(f"{wf}: stage {stage!r} waits for itself")
         upstream[stage] = list(dict.fromkeys(ups))
-    done: set = set()
-    for _ in stages:
-        for stage in stages:
-            if stage not in done and all(u in done for u in upstream[stage]):
-                done.add(stage)
-    if len(done) < len(stages):
-        raise InputError(f"{wf} has a cycle among stages {', '.join(s for s in stages if s not in done)}")
+    _, stuck = dag.order(stages, upstream)
+    if stuck:
+        raise InputError(f"{wf} has a cycle among stages {', '.join(stuck)}")
     return upstream
-
-
-def workflow_ids(data) -> List[str]:
-    workflows = data.get("workflows") or {}
-    return sorted(str(k) for k in workflows) if isinstance(workflows, dict) else []
 
 
 def plan_run(
@@ -280,11 +271,7 @@ def plan_run(
         raise InputError(f"cannot set run-time value(s) {', '.join(unknown)}: only {', '.join(OVERRIDABLE_VALUES)}")
     root = Path(payloads_root) if payloads_root is not None else project.test_data_dir
     data = charts.read_values(project.values_file)
-    workflows = data.get("workflows") or {}
-    if not isinstance(workflows, dict) or workflow_id not in workflows:
-        known = ", ".join(workflow_ids(data)) or "none"
-        raise InputError(f"no workflow {workflow_id!r} in {project.values_file} (workflows: {known})")
-    definition = workflows[workflow_id]
+    definition = dag.find_workflow(data, workflow_id, project.values_file)
     stages = definition.get("stages") if isinstance(definition, dict) else None
     if not isinstance(stages, list) or not stages:
         raise InputError(f"workflow {workflow_id!r} has no stages list in {project.values_file}")
@@ -307,7 +294,7 @@ def plan_run(
             raise InputError(f"stages.{name} in {project.values_file} must be a mapping of the stage's values")
 
     validate_dag(workflow_id, definition,
-                 {name: str(stage_values[name].get("lockName", f"{name}.lock")) for name in stages})
+                 {name: dag.lock_name(name, stage_values[name]) for name in stages})
 
     job_dir = root / job_id
     if need_test_data and not job_dir.is_dir():

@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from conftest import copy_project
-from workflow_helpers import add_workflow, python_stage
+from helpers import copy_project
+from helpers.workflows import add_workflow, python_stage
 
 
 def dcmtk(name: str) -> Optional[str]:

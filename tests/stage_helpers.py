@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Dict
 
-from triton_helpers import JOB, REPO, load_file
+from helpers.triton import JOB, REPO, load_file
 
 READER_DIR = REPO / "apps" / "dicom-reader"
 WRITER_DIR = REPO / "apps" / "dicom-writer"

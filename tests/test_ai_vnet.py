@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from triton_helpers import (
+from helpers.triton import (
     APP_DIR,
     MODEL_NAME,
     PHANTOM_INPUT,
@@ -49,13 +49,17 @@ def assert_one_error_line(result: subprocess.CompletedProcess, code: int, *fragm
         ("payload:/input", "/input"),
         ("payload:/input;up-op/out:/input1", "/input"),
         (" ; my-op/out:/output1 ;my-op/b:/output2", "/output1"),
-        ("/plain/path", "/plain/path"),
         ("a:/x:y", "/x:y"),
         ("", None),
     ],
 )
 def test_first_path(spec, path):
     assert app.first_path(spec) == path
+
+
+def test_a_list_entry_without_a_name_is_an_input_problem():
+    with pytest.raises(app.InputProblem, match="has no ':'"):
+        app.first_path("/plain/path")
 
 
 def test_folders_from_the_chart_variables(tmp_path):

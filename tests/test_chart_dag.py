@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from conftest import HelmError, by_kind, env_of, job_containers, render_chart
+from helpers import HelmError, by_kind, env_of, job_containers, render_chart, run_values
 
 from clara_wf import charts
 from clara_wf.project import find_project
 
 pytestmark = pytest.mark.helm
 
-RUN = {"runSimple": "TRUE", "workflow.payloads.hostPath": "/srv/td", "job.name": "J", "trtisUri": "t:8000",
-       "dicomAdapter.input": "", "dicomAdapter.output": ""}
+RUN = run_values(host_path="/srv/td", job_name="J", trtis_uri="t:8000", leave_out=("workflow.id", "job.id"))
 FAN_IO = {
     "reader": {"inputs": [{"path": "/input"}], "outputs": [{"name": "volume", "path": "/output"}]},
     "seg-a": {"inputs": [{"from": "reader", "name": "volume", "path": "/input"}], "outputs": [{"name": "mask", "path": "/output"}]},
@@ -26,7 +25,7 @@ FAN = {"stages": ["reader", "seg-a", "seg-b", "merger"], "io": FAN_IO}
 
 @pytest.fixture(scope="module")
 def chart(tmp_path_factory):
-    from conftest import copy_project
+    from helpers import copy_project
 
     root = copy_project(tmp_path_factory.mktemp("dag"))
     project = find_project(start=root)
@@ -136,7 +135,7 @@ def test_graph_mistakes_fail_naming_the_culprit(chart, workflow, message):
 def test_clara_wf_refuses_the_same_mistakes_before_helm_runs(chart, workflow, message, tmp_path):
     """`clara-wf test` checks the graph itself: helm is never called (CLARA_WF_HELM points nowhere)."""
     import yaml
-    from conftest import assert_one_line_error, run_cli
+    from helpers import assert_one_line_error, run_cli
 
     values = chart / "values.yaml"
     original = values.read_text()

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import REPO, by_kind, helm_binary, render_chart
+from helpers import REPO, by_kind, helm_binary, render_chart
 from kubernetes_validate import validate
 
 pytestmark = pytest.mark.helm

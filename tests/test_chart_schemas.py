@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import REPO, render_chart
+from helpers import REPO, render_chart, run_values
 from kubernetes_validate import validate
 
 from clara_wf import charts
@@ -13,8 +13,7 @@ from clara_wf.project import find_project
 pytestmark = pytest.mark.helm
 
 KUBERNETES_VERSIONS = ["1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0"]
-RUN = {"runSimple": "TRUE", "workflow.payloads.hostPath": "/srv/test-data", "job.name": "Test Job",
-       "trtisUri": "trtis.default:8000", "dicomAdapter.input": "", "dicomAdapter.output": ""}
+RUN = run_values(leave_out=("workflow.id", "job.id"))
 
 
 def renderable_workflows(chart_dir):
@@ -27,7 +26,7 @@ def renderable_workflows(chart_dir):
 @pytest.fixture(scope="module")
 def every_stage_project(tmp_path_factory):
     """The seed's values with every stage its workflows name scaffolded, so all of them render."""
-    from conftest import copy_project
+    from helpers import copy_project
 
     root = copy_project(tmp_path_factory.mktemp("schemas"), reference_stages=True)  # the shipped stages
     project = find_project(start=root)
@@ -79,7 +78,7 @@ def test_a_wrong_field_is_caught_by_strict_validation():
 def test_helm_lint_passes_for_every_renderable_workflow(every_stage_project):
     import subprocess
 
-    from conftest import helm_binary
+    from helpers import helm_binary
 
     for workflow_id in renderable_workflows(every_stage_project):
         argv = [helm_binary(), "lint", str(every_stage_project), "--strict"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import REPO, by_kind, helm_binary, helm_major, render_chart
+from helpers import REPO, by_kind, helm_binary, helm_major, render_chart
 
 pytestmark = pytest.mark.helm
 

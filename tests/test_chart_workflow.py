@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, HelmError, by_kind, env_of, helm_binary, job_containers, render_chart
+from helpers import REPO, HelmError, by_kind, env_of, helm_binary, job_containers, render_chart, run_values
 
 from clara_wf import charts
 from clara_wf.project import find_project
@@ -15,15 +15,8 @@ from clara_wf.project import find_project
 pytestmark = pytest.mark.helm
 
 CHART = REPO / "charts" / "clara-workflow"
-RUN_VALUES = {
-    "runSimple": "TRUE",
-    "workflow.payloads.hostPath": "/data/test-data",
-    "job.id": "11111111-2222-3333-4444-555555555555",
-    "job.name": "Lung study",
-    "trtisUri": "trtis.default:8000",
-    "dicomAdapter.input": "",
-    "dicomAdapter.output": "",
-}
+RUN_VALUES = run_values(job_id="11111111-2222-3333-4444-555555555555", host_path="/data/test-data",
+                        job_name="Lung study", leave_out=("workflow.id",))
 CLARA_VARIABLES = {
     "NVIDIA_CLARA_STAGENAME", "NVIDIA_CLARA_RUNSIMPLE", "NVIDIA_CLARA_TRTISURI", "NVIDIA_CLARA_APPDIR",
     "NVIDIA_CLARA_INPUTLOCK", "NVIDIA_CLARA_INPUTS", "NVIDIA_CLARA_JOBID", "NVIDIA_CLARA_JOBNAME",
@@ -210,3 +203,34 @@ def test_run_timeout_and_retries_reach_the_runner_only_when_set():
     (container,) = job_containers(render_chart(values=values, set_string=RUN_VALUES))
     env = env_of(container)
     assert (env["NVIDIA_CLARA_RUNTIMEOUT"], env["NVIDIA_CLARA_RETRIES"], env["NVIDIA_CLARA_RETRYBACKOFF"]) == ("600", "2", "1.5")
+
+
+def test_the_job_pod_takes_placement_and_identity_from_values():
+    """GPU nodes are usually tainted: the pod can be given tolerations, a node selector and more."""
+    from kubernetes_validate import validate
+
+    pod_values = {
+        "podAnnotations": {"example.com/team": "radiology"},
+        "serviceAccountName": "clara-runner",
+        "podSecurityContext": {"runAsNonRoot": True, "fsGroup": 1000},
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}},
+    }
+    (job,) = by_kind(render_chart(values=pod_values, set_string={**RUN_VALUES, "workflow.id": "ai-only"}), "Job")
+    template = job["spec"]["template"]
+    assert template["metadata"]["annotations"] == pod_values["podAnnotations"]
+    spec = template["spec"]
+    assert spec["serviceAccountName"] == "clara-runner"
+    assert spec["securityContext"] == pod_values["podSecurityContext"]
+    for key in ("nodeSelector", "tolerations", "affinity"):
+        assert spec[key] == pod_values[key]
+    validate(job, "1.30.0", strict=True)
+
+
+def test_by_default_the_job_pod_sets_no_placement():
+    (job,) = by_kind(render_chart(set_string={**RUN_VALUES, "workflow.id": "ai-only"}), "Job")
+    spec = job["spec"]["template"]["spec"]
+    assert not {"serviceAccountName", "securityContext", "nodeSelector", "tolerations", "affinity"} & set(spec)
+    assert "annotations" not in job["spec"]["template"]["metadata"]

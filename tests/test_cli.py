@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 import yaml
-from conftest import JOB, REPO, assert_one_line_error, run_cli, tree_digest
+from helpers import JOB, REPO, assert_one_line_error, run_cli, tree_digest
 
 COMMANDS = {
     "list_stages": ["list", "ls"],
@@ -29,6 +29,24 @@ def test_no_arguments_prints_the_command_list_like_the_original(project):
     assert "test_workflow | test [workflow id] [job id]" in out
     assert f"default args: ai-only {JOB}" in out
     assert "set_ngc_api_key | setkey" in out
+    original = [  # the original's lines, exactly (the list is generated from the registered commands)
+        "    list_stages | list | ls                       : List available stages",
+        "    create_stage | create | cs [stage name]       : Create stage",
+        "    delete_stage | delete | ds [stage name]       : Delete stage",
+        "    test_workflow | test [workflow id] [job id]   : Test workflow",
+        f"                  default args: ai-only {JOB}",
+        "    install_trtis                                 : Deploy TRTIS service",
+        "    uninstall_trtis                               : Delete TRTIS service",
+        "    set_ngc_api_key | setkey                      : Reset NGC API key",
+    ]
+    lines = out.splitlines()
+    assert all(line in lines for line in original), out
+    assert [line for line in lines if line in original] == original  # in the original's order
+
+
+def test_choices_are_listed_in_help(project):
+    out = run_cli("test", "--help", cwd=project, env={"COLUMNS": "200"}).stdout
+    assert "[auto|local|kubernetes" in out and "[auto|bwrap|none]" in out and "[text|json]" in out
 
 
 @pytest.mark.parametrize("name", [n for command, aliases in COMMANDS.items() for n in (command, *aliases)])
@@ -48,7 +66,7 @@ def test_outside_a_project_the_error_says_how_to_point_at_one(tmp_path):
 def test_unknown_command_and_option_are_usage_errors(project):
     assert_one_line_error(run_cli("frobnicate", cwd=project), 2, "No such command")
     assert_one_line_error(run_cli("ls", "--bogus", cwd=project), 2, "--bogus")
-    assert_one_line_error(run_cli("ls", "--output", "xml", cwd=project), 2, "text or json")
+    assert_one_line_error(run_cli("ls", "--output", "xml", cwd=project), 2, "'xml' is not one of 'text', 'json'")
 
 
 @pytest.mark.helm
@@ -89,7 +107,7 @@ def test_dry_run_line_carries_the_kube_context_timeout_and_given_triton(project)
 @pytest.mark.helm
 def test_dry_run_of_a_project_in_an_awkward_folder(tmp_path):
     """Commas, braces and spaces in the project path survive the trip through --set-string."""
-    from conftest import copy_project
+    from helpers import copy_project
 
     project = copy_project(tmp_path / "with,comma {braces} and space")
     result = run_cli("test", "--dry-run", cwd=project)
@@ -107,7 +125,7 @@ def test_dry_run_of_a_project_in_an_awkward_folder(tmp_path):
         (["test", "ct"], "uses stage 'dicom-reader', which has no templates"),
         (["test", "ai-only", "11111111-1111-1111-1111-111111111111"], "no test data for job 11111111-1111-1111-1111-111111111111"),
         (["test", "--release", "Bad_Release"], "invalid release name"),
-        (["test", "--engine", "warp"], "unknown engine 'warp'"),
+        (["test", "--engine", "warp"], "'warp' is not one of 'auto'"),
     ],
 )
 def test_test_refuses_bad_input_before_helm_runs(project, args, fragment):
@@ -175,7 +193,7 @@ def test_build_without_a_docker_engine_is_a_message_and_a_skip(project, tmp_path
 
 def test_fake_api_setkey_through_the_cli_creates_the_secret_and_never_shows_the_key(project, tmp_path):
     """`clara-wf setkey` end to end against the HTTP-level fake API server (tests/fake_kube_api.py)."""
-    from fake_kube_api import FakeKubeAPI
+    from helpers.fake_kube_api import FakeKubeAPI
 
     key = "nvapi-cli-secret-0123456789"
     with FakeKubeAPI() as api:

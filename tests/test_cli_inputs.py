@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import assert_one_line_error, run_cli, tree_digest
+from helpers import assert_one_line_error, run_cli, tree_digest
 
 BAD_OPTIONS = [
     (["test", "ai-only", "--timeout", "nan", "--dry-run"], "--timeout must be a number of seconds > 0"),

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the test extra (make setup)")
-from conftest import REPO, copy_project, tree_digest  # noqa: E402
+from helpers import REPO, copy_project, tree_digest  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

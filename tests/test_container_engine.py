@@ -17,9 +17,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import JOB, REPO, assert_error_last_line, assert_one_line_error, run_cli
 from container_helpers import copy_buildable_project, leftovers, set_stage_image
-from workflow_helpers import add_workflow, python_stage
+from helpers import JOB, REPO, assert_error_last_line, assert_one_line_error, run_cli
+from helpers.workflows import add_workflow, python_stage
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.helm]
 NO_CLUSTER = {"KUBECONFIG": "/nonexistent/kubeconfig"}
@@ -64,8 +64,6 @@ def wait_for_running(rt, job: str, count: int, deadline_s: float = 60) -> None:
 def test_ai_only_end_to_end_in_containers_matches_the_ground_truth(rt, image, tmp_path):
     """The default workflow from its image, with `--build`, next to a real local Triton: Dice >= 0.9."""
     import SimpleITK as sitk
-
-    sys.path.insert(0, str(REPO / "tools"))
     from make_phantom import dice_report
 
     project = copy_buildable_project(tmp_path / "project")

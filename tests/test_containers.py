@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import JOB, REPO
 from container_helpers import copy_buildable_project
+from helpers import JOB, REPO
 
 from clara_wf.containers import base_image, build, pod, runtime
 from clara_wf.errors import ExternalToolError, InputError

@@ -30,7 +30,7 @@ from adapter_helpers import (
     storescu,
     wait_for,
 )
-from conftest import JOB, REPO, assert_one_line_error, run_cli
+from helpers import JOB, REPO, assert_one_line_error, run_cli
 
 pytest.importorskip("pynetdicom", reason="the dicom extra is not installed (pip install -e '.[dicom]')")
 from pydicom import dcmread  # noqa: E402
@@ -85,6 +85,8 @@ BAD_CONFIGS = {
                      "grouping must be"),
     "unknown-workflow": ("dicom:\n  scp:\n    ae-titles: [{ae-title: CLARA, workflows: [nope]}]\n",
                          "runs workflow 'nope', which is not in"),
+    "bad-trtis-uri": ("trtis-uri: 'http://x y'\ndicom:\n  scp:\n    ae-titles: [{ae-title: CLARA, workflows: [derive]}]\n",
+                      "trtis-uri"),
     "bad-timeout": ("dicom:\n  scp:\n    ae-titles: [{ae-title: CLARA, workflows: [derive], timeout: -1}]\n",
                     "timeout must be a number > 0"),
 }
@@ -109,6 +111,7 @@ def test_a_bad_configuration_is_one_line_and_exit_2_before_the_port_opens(projec
     (["--workflow", "nope"], "runs workflow 'nope'"),
     (["--workflow", "derive", "--engine", "docker"], "--engine must be one of"),
     (["--workflow", "derive", "--config", "x.yaml"], "do not go together"),
+    (["--workflow", "derive", "--trtis-uri", "no port"], "--trtis-uri"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(project, args, fragment):
     result = run_cli("dicom-adapter", "serve", "--port", str(free_port()), *args, cwd=project)
@@ -340,14 +343,19 @@ ORGAN_SEG = "1db65f99-c9b7-4329-ab9c-d519e0557638"  # the guide's organ-seg: dic
 PHANTOM = REPO / "test-data" / JOB / "dicom-reader" / "input" / "ct-phantom"
 
 
-def reference_project(root: Path) -> Path:
-    """A fresh-clone copy of the project (charts, apps, models) with the organ-seg workflow, or skip."""
+def require_reference() -> None:
+    """Skip unless the project has the organ-seg workflow, its stages and their libraries."""
     import yaml
 
     workflows = yaml.safe_load((REPO / "charts" / "clara-workflow" / "values.yaml").read_text())["workflows"]
     if ORGAN_SEG not in workflows or not (REPO / "apps" / "dicom-writer").is_dir() or not PHANTOM.is_dir():
         pytest.skip("the DICOM reference workflow (organ-seg: dicom-reader -> ai-vnet -> dicom-writer) is not in this project")
     pytest.importorskip("highdicom", reason="the reference stages' libraries are not installed (make setup)")
+
+
+def reference_project(root: Path) -> Path:
+    """A fresh-clone copy of the project (charts, apps, models) with the organ-seg workflow, or skip."""
+    require_reference()
     for name in ("charts", "apps"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.whl"))
     shutil.copytree(REPO / "test-data" / "models", root / "test-data" / "models")
@@ -359,12 +367,22 @@ def dciodvfy_errors(path: Path) -> list:
     return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
 
 
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory):
+    """A real Triton on a free port for the reference workflow's jobs (8000 may be taken on a shared machine)."""
+    from helpers.triton import triton_server
+
+    require_reference()
+    yield from triton_server(tmp_path_factory.mktemp("triton-state"))
+
+
 @needs_dcmtk
-def test_a_ct_series_from_storescu_comes_back_as_a_seg_that_dciodvfy_accepts(tmp_path, servers):
+def test_a_ct_series_from_storescu_comes_back_as_a_seg_that_dciodvfy_accepts(tmp_path, servers, triton):
     project = reference_project(tmp_path / "project")
     dest = StoreSCP(tmp_path / "dest")
     servers.append(dest)
-    adapter = Adapter(project, "--workflow", ORGAN_SEG, "--timeout", "1", "--destination", dest.address).start()
+    adapter = Adapter(project, "--workflow", ORGAN_SEG, "--timeout", "1", "--destination", dest.address,
+                      "--trtis-uri", triton.uri).start()
     servers.append(adapter)
     files = sorted(PHANTOM.glob("*.dcm"))
     assert storescu(adapter.port, files).returncode == 0
@@ -383,12 +401,12 @@ def test_a_ct_series_from_storescu_comes_back_as_a_seg_that_dciodvfy_accepts(tmp
 
 
 @pytest.mark.skipif(not HAVE_ORTHANC, reason=NO_ORTHANC)
-def test_orthanc_round_trip_of_the_reference_workflow_brings_a_seg_into_the_study(tmp_path, servers):
+def test_orthanc_round_trip_of_the_reference_workflow_brings_a_seg_into_the_study(tmp_path, servers, triton):
     project = reference_project(tmp_path / "project")
     adapter_port = free_port()
     orthanc = Orthanc(tmp_path / "orthanc", adapter_port)
     servers.append(orthanc)
-    adapter = Adapter(project, "--workflow", ORGAN_SEG, "--timeout", "1",
+    adapter = Adapter(project, "--workflow", ORGAN_SEG, "--timeout", "1", "--trtis-uri", triton.uri,
                       "--destination", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", port=adapter_port).start()
     servers.append(adapter)
     for path in sorted(PHANTOM.glob("*.dcm")):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 from adapter_helpers import adapter_project
-from fake_kube_api import FakeKubeAPI, cs_running, cs_terminated, cs_waiting, script_job_run
-from test_kube_engine import FakeHelm
+from helpers.fake_helm import FakeHelm
+from helpers.fake_kube_api import cs_running, cs_terminated, cs_waiting, script_job_run
 
 from clara_wf.dicom import jobrun
 from clara_wf.dicom import store as st
@@ -25,12 +25,10 @@ HOST_PAYLOADS = "/clara-io/clara-core/payloads/dicom-adapter/payloads"
 
 
 @pytest.fixture
-def api(tmp_path, monkeypatch):
-    with FakeKubeAPI() as server:
-        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        server.serve_secrets(initial={"nvcr.io": {"type": "kubernetes.io/dockerconfigjson", "metadata": {"name": "nvcr.io"}}})
-        yield server
+def api(api):
+    """The shared fake API (conftest), with the pull secret already there."""
+    api.serve_secrets(initial={"nvcr.io": {"type": "kubernetes.io/dockerconfigjson", "metadata": {"name": "nvcr.io"}}})
+    return api
 
 
 def received_job(store: st.Store) -> str:

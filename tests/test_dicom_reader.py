@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.triton import phantom_module, read_image
 from stage_helpers import (
     PHANTOM_SERIES,
     READER_DIR,
@@ -18,7 +19,6 @@ from stage_helpers import (
     reader_module,
     run_app,
 )
-from triton_helpers import phantom_module, read_image
 
 pydicom = pytest.importorskip("pydicom")
 reader = reader_module()

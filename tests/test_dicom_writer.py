@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.triton import model_module, phantom_module
 from stage_helpers import PHANTOM_SERIES, WRITER_DIR, folders_env, one_error_line, reader_module, run_app, writer_module
-from triton_helpers import model_module, phantom_module
 
 pydicom = pytest.importorskip("pydicom")
 hd = pytest.importorskip("highdicom")

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, assert_one_line_error, copy_project, run_cli, tree_digest
 from crash_helpers import leftovers, run_crashing, spread, steps_of
+from helpers import REPO, assert_one_line_error, copy_project, run_cli, tree_digest
 
 VALUES = "charts/clara-workflow/values.yaml"
 STAGES = "charts/clara-workflow/templates/stages"

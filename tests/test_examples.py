@@ -9,17 +9,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import JOB, REPO, env_of, job_containers, render_chart, run_cli
+from helpers import JOB, REPO, env_of, job_containers, render_chart, run_cli, run_values
 from kubernetes_validate import validate
 
-from clara_wf import pipeline_import
+from clara_wf import pipeline as pipeline_import
 
 pytestmark = pytest.mark.helm
 
 EXAMPLES = REPO / "examples" / "pipelines"
 CHART = "charts/clara-workflow"
-RUN = {"runSimple": "TRUE", "workflow.payloads.hostPath": "/srv/test-data", "job.id": JOB, "job.name": "Test Job",
-       "trtisUri": "trtis.default:8000", "dicomAdapter.input": "", "dicomAdapter.output": ""}
+RUN = run_values(leave_out=("workflow.id",))
 HAVE_BWRAP = shutil.which("bwrap") is not None
 SANDBOXES = ["none", pytest.param("bwrap", marks=pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap not installed"))]
 SCAN = "10 45 50 70\n90 100 55 200\n"  # liver [40,60]: 3 voxels, spleen [61,80]: 1, kidney [81,120]: 2, background 2

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import REPO, assert_one_line_error, run_cli
+from helpers import REPO, assert_one_line_error, run_cli
 
 from clara_wf import graph
 from clara_wf.errors import InputError
@@ -147,7 +147,7 @@ def test_svg_uses_graphviz_dot_when_it_is_on_path(fanout, tmp_path):
 def test_errors_are_one_line(fanout, tmp_path):
     assert_one_line_error(run_cli("graph", "nope", cwd=fanout), 2, "no workflow 'nope'", "fanout-organs")
     assert_one_line_error(run_cli("graph", "fanout-organs", "--format", "png", cwd=fanout), 2,
-                          "--format must be one of text, dot, mermaid, svg")
+                          "'png' is not one of 'text', 'dot', 'mermaid', 'svg'")
     assert_one_line_error(run_cli("graph", "fanout-organs", "--format", "dot", "-o", str(tmp_path / "no" / "g.dot"),
                                   cwd=fanout), 2, "does not exist")
 

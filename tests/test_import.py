@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, assert_one_line_error, run_cli, tree_digest
+from helpers import REPO, assert_one_line_error, run_cli, tree_digest
 
-from clara_wf import charts, pipeline_import
+from clara_wf import charts
+from clara_wf import pipeline as pipeline_import
 from clara_wf.errors import InputError
 from clara_wf.project import find_project
 

@@ -20,6 +20,8 @@ from clara_wf import kube
 from clara_wf.engines import kubernetes as kube_engine
 from clara_wf.errors import ClusterError, InputError
 from clara_wf.events import Info, JobOutcome, LogLine, StageUpdate
+from clara_wf.helm import chart_fullname
+from clara_wf.triton import cluster as triton
 from clara_wf.workflow import workflow_set_string
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +47,7 @@ def test_dockerconfigjson_has_nvcr_io_user_oauthtoken_and_auth():
 
 
 def test_redactor_removes_key_and_its_encodings():
-    redact = kube._Redactor(KEY)
+    redact = kube.Redactor(KEY)
     text = " ".join([KEY, kube.dockerconfigjson(KEY), base64.b64encode(f"$oauthtoken:{KEY}".encode()).decode()])
     cleaned = redact(text)
     assert KEY not in cleaned
@@ -56,7 +58,7 @@ def test_redactor_removes_key_and_its_encodings():
 @pytest.mark.parametrize("bad", ["", "   ", "two words", "tab\tkey"])
 def test_empty_or_spaced_key_is_an_input_error_without_the_key(bad):
     with pytest.raises(InputError) as info:
-        kube._validate_key(bad)
+        kube.validate_key(bad)
     if bad.strip():
         assert bad not in str(info.value)
 
@@ -64,7 +66,7 @@ def test_empty_or_spaced_key_is_an_input_error_without_the_key(bad):
 def test_set_ngc_api_key_rejects_empty_key_before_loading_any_config(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     with pytest.raises(InputError):
-        kube_engine.set_ngc_api_key("default", "  ", None)
+        kube.set_ngc_api_key("default", "  ", None)
 
 
 @pytest.mark.parametrize(
@@ -80,12 +82,12 @@ def test_set_ngc_api_key_rejects_empty_key_before_loading_any_config(tmp_path, m
     ],
 )
 def test_chart_fullname_follows_helm_create_rule(release, chart, expected):
-    assert kube_engine.chart_fullname(release, chart) == expected
+    assert chart_fullname(release, chart) == expected
 
 
 def test_trtis_uri_is_service_dot_namespace_port_8000():
-    assert kube_engine.trtis_uri() == "trtis.default:8000"
-    assert kube_engine.trtis_uri("triton", "clara") == "triton-trtis.clara:8000"
+    assert triton.trtis_uri() == "trtis.default:8000"
+    assert triton.trtis_uri("triton", "clara") == "triton-trtis.clara:8000"
     assert kube_engine.workflow_job_name("test-wf") == "test-wf-clara-workflow"
 
 

@@ -10,16 +10,12 @@ points at a cluster that answers).
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from pathlib import Path
-from typing import List, Optional
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fake_kube_api import (  # noqa: E402
+from helpers.fake_helm import FakeHelm
+from helpers.fake_kube_api import (  # noqa: E402
     FakeKubeAPI,
     Json,
     cs_running,
@@ -33,6 +29,7 @@ from clara_wf import kube  # noqa: E402
 from clara_wf.engines import kubernetes as kube_engine  # noqa: E402
 from clara_wf.errors import ClusterError, ExternalToolError, InputError  # noqa: E402
 from clara_wf.events import Info, LogLine, StageUpdate  # noqa: E402
+from clara_wf.triton import cluster as triton  # noqa: E402
 from clara_wf.workflow import workflow_set_string  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,43 +37,6 @@ KEY = "nvapi-ENGINE-KEY-9d8c7b6a5f4e"
 RELEASE = "test-wf"
 JOB = "test-wf-clara-workflow"
 IMAGE = "ai-vnet:latest"
-
-
-class FakeHelm:
-    """Records calls; releases live in a set. ``fail_install`` makes install of that release raise."""
-
-    major = 4
-
-    def __init__(self, installed: Optional[List[str]] = None, fail_install: str = "") -> None:
-        self.installed = set(installed or [])
-        self.calls: List[tuple] = []
-        self.fail_install = fail_install
-
-    def install(self, release, chart, *, namespace, set_string, wait=True, timeout="10m", kube_context=None):
-        self.calls.append(("install", release, Path(chart), namespace, dict(set_string), wait, timeout, kube_context))
-        if release == self.fail_install:
-            self.installed.add(release)  # helm leaves a failed release behind
-            raise ExternalToolError(f"helm install {release} failed: boom")
-        self.installed.add(release)
-        return "STATUS: deployed"
-
-    def uninstall(self, release, *, namespace, kube_context=None):
-        self.calls.append(("uninstall", release, namespace, kube_context))
-        self.installed.discard(release)
-
-    def release_exists(self, release, *, namespace, kube_context=None):
-        return release in self.installed
-
-    def ops(self):
-        return [(c[0], c[1]) for c in self.calls]
-
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    with FakeKubeAPI() as server:
-        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        yield server
 
 
 @pytest.fixture
@@ -119,15 +79,15 @@ def _run(helm, charts, tmp_path, **kw):
 
 def test_fake_api_setkey_created_then_replaced(api):
     api.serve_secrets()
-    assert kube_engine.set_ngc_api_key("default", KEY, None) == "created"
-    assert kube_engine.set_ngc_api_key("default", KEY + "\n", None) == "replaced"  # a pasted newline is stripped
+    assert kube.set_ngc_api_key("default", KEY, None) == "created"
+    assert kube.set_ngc_api_key("default", KEY + "\n", None) == "replaced"  # a pasted newline is stripped
     assert kube.dockerconfigjson(KEY) == api.secrets["nvcr.io"]["data"][".dockerconfigjson"]
 
 
 def test_fake_api_setkey_in_another_namespace_and_context(api, tmp_path):
     cfg = api.write_kubeconfig(tmp_path / "kc-gpu", context="gpu")
     api.serve_secrets(namespace="clara")
-    assert kube_engine.set_ngc_api_key("clara", KEY, "gpu", kubeconfig=str(cfg)) == "created"
+    assert kube.set_ngc_api_key("clara", KEY, "gpu", kubeconfig=str(cfg)) == "created"
     assert api.requests_to("POST", r"/api/v1/namespaces/clara/secrets")
 
 
@@ -138,7 +98,7 @@ def test_fake_api_install_trtis_installs_and_waits(api, charts):
     _trtis_ready(api)
     helm = FakeHelm()
     events = []
-    uri, already = kube_engine.install_trtis(helm, charts / "trtis", "trtis", "default", None, 30, events.append)
+    uri, already = triton.install_trtis(helm, charts / "trtis", "trtis", "default", None, 30, events.append)
     assert (uri, already) == ("trtis.default:8000", False)
     (op, release, chart, ns, values, wait, timeout, ctx), = helm.calls
     assert (op, release, chart, ns, values, wait) == ("install", "trtis", charts / "trtis", "default", {}, False)
@@ -151,7 +111,7 @@ def test_fake_api_install_trtis_already_installed_says_so(api, charts):
     _trtis_ready(api)
     helm = FakeHelm(installed=["trtis"])
     events = []
-    uri, already = kube_engine.install_trtis(helm, charts.parent, on_event=events.append)  # project root accepted
+    uri, already = triton.install_trtis(helm, charts.parent, on_event=events.append)  # project root accepted
     assert already and uri == "trtis.default:8000"
     assert helm.ops() == []
     assert "already installed" in events[0].text
@@ -159,20 +119,20 @@ def test_fake_api_install_trtis_already_installed_says_so(api, charts):
 
 def test_fake_api_install_trtis_other_release_name_uses_fullname(api, charts):
     api.route("GET", r"/apis/apps/v1/namespaces/clara/deployments/triton-trtis", Json(deployment("triton-trtis", ready=1)))
-    uri, _ = kube_engine.install_trtis(FakeHelm(), charts / "trtis", "triton", "clara")
+    uri, _ = triton.install_trtis(FakeHelm(), charts / "trtis", "triton", "clara")
     assert uri == "triton-trtis.clara:8000"
 
 
 def test_install_trtis_without_chart_is_an_input_error(tmp_path, api):
     with pytest.raises(InputError, match="not the trtis Helm chart"):
-        kube_engine.install_trtis(FakeHelm(), tmp_path / "nowhere")
+        triton.install_trtis(FakeHelm(), tmp_path / "nowhere")
 
 
 def test_uninstall_trtis_idempotent():
     helm = FakeHelm(installed=["trtis"])
     events = []
-    assert kube_engine.uninstall_trtis(helm, on_event=events.append) is True
-    assert kube_engine.uninstall_trtis(helm, on_event=events.append) is False
+    assert triton.uninstall_trtis(helm, on_event=events.append) is True
+    assert triton.uninstall_trtis(helm, on_event=events.append) is False
     assert helm.ops() == [("uninstall", "trtis")]
     assert "not installed" in events[-1].text
 
@@ -358,7 +318,7 @@ def test_real_helm_install_command_for_the_workflow(tmp_path, binary):
     chart = ROOT / "charts" / "clara-workflow"
     values = workflow_set_string(workflow_id="ai-only", job_id="00000000-0000-0000-0000-000000000000",
                                              payloads_host_path=Path("/data/my test,data=1"),
-                                             trtis_uri=kube_engine.trtis_uri("trtis", "clara"))
+                                             trtis_uri=triton.trtis_uri("trtis", "clara"))
     argv = helm.install_command(RELEASE, chart, namespace="clara", set_string=values, wait=True, timeout="20s",
                                 kube_context="gpu")
     assert argv[1:4] == ["install", RELEASE, str(chart)]
@@ -394,8 +354,8 @@ def test_cluster_end_to_end_secret_and_a_busybox_job(tmp_path):
     name = "clara-wf-e2e-" + uuid.uuid4().hex[:8]
     with kube.Kube(ns) as k:
         key = "e2e-" + uuid.uuid4().hex
-        assert kube_engine.set_ngc_api_key(ns, key, None) in ("created", "replaced")
-        assert kube_engine.set_ngc_api_key(ns, key, None) == "replaced"
+        assert kube.set_ngc_api_key(ns, key, None) in ("created", "replaced")
+        assert kube.set_ngc_api_key(ns, key, None) == "replaced"
         body = client.V1Job(
             metadata=client.V1ObjectMeta(name=name),
             spec=client.V1JobSpec(backoff_limit=0, template=client.V1PodTemplateSpec(spec=client.V1PodSpec(

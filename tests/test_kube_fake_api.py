@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fake_kube_api import (  # noqa: E402
+from helpers.fake_kube_api import (  # noqa: E402
     Delay,
-    FakeKubeAPI,
     Json,
     Stream,
     cs_running,
@@ -42,14 +36,6 @@ from clara_wf.events import Info, LogLine, StageUpdate  # noqa: E402
 KEY = "nvapi-SECRET-KEY-5f3c9a1e77d0"
 JOB = "test-wf-clara-workflow"
 IMAGES = {"dicom-reader": "dicom-reader:latest", "ai-vnet": "ai-vnet:latest"}
-
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    with FakeKubeAPI() as server:
-        monkeypatch.setenv("KUBECONFIG", str(server.write_kubeconfig(tmp_path / "kubeconfig")))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        yield server
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from triton_helpers import MODELS, load_file, phantom_module
+from helpers.triton import MODELS, load_file, phantom_module
 
 mp = phantom_module()
 model = load_file("liver_tumor_ct_v1_model", MODELS / "liver_tumor_ct_v1" / "1" / "model.py")

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import JOB, REPO, assert_error_last_line, run_cli
-from workflow_helpers import add_workflow, python_stage
+from helpers import JOB, REPO, assert_error_last_line, run_cli
+from helpers.workflows import add_workflow, python_stage
 
 pytestmark = pytest.mark.helm
 HAVE_BWRAP = shutil.which("bwrap") is not None
@@ -179,8 +179,6 @@ def _count(marker: str) -> int:
 def test_default_workflow_end_to_end_with_real_triton(tmp_path):
     """`make demo`'s job: ai-vnet on the CT phantom through a real Triton; Dice >= 0.9."""
     import SimpleITK as sitk
-
-    sys.path.insert(0, str(REPO / "tools"))
     from make_phantom import dice_report
 
     project = tmp_path / "demo with space"  # tritonserver's stub start once broke on such paths

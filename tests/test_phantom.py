@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from triton_helpers import PHANTOM_INPUT, model_module, phantom_module, read_image
+from helpers.triton import PHANTOM_INPUT, model_module, phantom_module, read_image
 
 mp = phantom_module()
 

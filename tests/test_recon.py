@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers.triton import JOB, REPO, load_file, phantom_module, read_image
 from stage_helpers import folders_env, one_error_line, run_app
-from triton_helpers import JOB, REPO, load_file, phantom_module, read_image
 
 RECON_DIR = REPO / "apps" / "recon"
 SINOGRAM = REPO / "test-data" / JOB / "recon" / "input"

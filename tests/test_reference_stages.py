@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from triton_helpers import REPO
+from helpers.triton import REPO
 
 STAGES = sorted(p.name for p in (REPO / "apps").iterdir() if (p / "Dockerfile").is_file())
 # A stage whose image runs another stage's program (values: source) - ai-livertumor runs ai-vnet's.

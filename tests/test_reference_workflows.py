@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import JOB, REPO, assert_one_line_error, run_cli
+from helpers import JOB, REPO, assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.helm
 WALKTHROUGH_JOB = "11111111-1111-1111-1111-111111111111"
@@ -42,7 +42,7 @@ NOT_MAPPED = {"a78b1e7a-0325-4d42-b90f-207eb576b14f": "ct-partial"}
 def triton(tmp_path_factory):
     """One real Triton (both models) on a free port for the module: `clara-wf test` would start
     one on 8000, where a concurrent run on a shared machine may already be serving."""
-    from triton_helpers import triton_server
+    from helpers.triton import triton_server
 
     yield from triton_server(tmp_path_factory.mktemp("triton-state"))
 

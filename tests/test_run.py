@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import JOB
-from workflow_helpers import add_workflow, python_stage
+from helpers import JOB
+from helpers.workflows import add_workflow, python_stage
 
 from clara_wf import engines
 from clara_wf.errors import InputError
@@ -74,3 +74,31 @@ def test_engines_are_found_by_name():
     assert engines.get("local").name == "local"
     with pytest.raises(InputError, match="unknown engine 'warp'"):
         engines.get("warp")
+
+
+def test_test_output_json_prints_the_run_record(project):
+    from helpers import run_cli
+
+    add_workflow(project, "one", {"hello": python_stage("print('hi')")})
+    (project / "test-data" / JOB / "hello" / "input").mkdir(parents=True)
+    result = run_cli("test", "one", "--engine", "local", "--sandbox", "none", "--output", "json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record == json.loads((project / "test-data" / JOB / "run.json").read_text())
+    assert [(s["stage"], s["state"]) for s in record["stages"]] == [("hello", "done")]
+
+
+def test_the_live_display_draws_every_stage_and_leaves_them_on_screen():
+    import io
+
+    from clara_wf.display import RunDisplay
+    from clara_wf.events import FAILED, LogLine
+
+    screen = io.StringIO()
+    shown = RunDisplay(["first", "second"], stream=screen, live=True)
+    shown(StageUpdate("first", DONE))
+    shown(LogLine("second", "thinking"))
+    shown(StageUpdate("second", FAILED, "exited with 3"))
+    shown.close()
+    text = screen.getvalue()
+    assert "second | thinking" in text and "exited with 3" in text and "done" in text

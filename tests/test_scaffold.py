@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, assert_one_line_error, run_cli, tree_digest
+from helpers import REPO, assert_one_line_error, run_cli, tree_digest
 
 from clara_wf import charts, scaffold
 from clara_wf.project import find_project

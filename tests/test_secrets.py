@@ -10,10 +10,10 @@ import stat
 import textwrap
 
 import pytest
-from conftest import JOB, helm_binary, run_cli
+from helpers import JOB, helm_binary, run_cli
 
 from clara_wf import redaction
-from clara_wf.kube import REGISTRY_USER, dockerconfigjson
+from clara_wf.kube.secrets import REGISTRY_USER, dockerconfigjson
 
 KEY = "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"
 
@@ -64,8 +64,7 @@ def test_scrub_keeps_ordinary_text(registered):
 @pytest.mark.parametrize("kind", ["input", "cluster", "os", "internal", "internal-multiline"])
 def test_every_error_path_of_the_cli_prints_one_scrubbed_line(kind, monkeypatch, capsys):
     """The one place that prints errors (cli.main) scrubs them, whatever raised them."""
-    from clara_wf import cli
-    from clara_wf.engines import kubernetes as kube_engine
+    from clara_wf import cli, kube
     from clara_wf.errors import ClusterError, InputError
 
     redaction.forget_all()
@@ -82,7 +81,7 @@ def test_every_error_path_of_the_cli_prints_one_scrubbed_line(kind, monkeypatch,
     def fail(**_kwargs):
         raise error
 
-    monkeypatch.setattr(kube_engine, "set_ngc_api_key", fail)
+    monkeypatch.setattr(kube, "set_ngc_api_key", fail)
     for verbose in ([], ["--verbose"]):
         with pytest.raises(SystemExit) as exit_:
             cli.main([*verbose, "setkey"])
@@ -96,7 +95,7 @@ def test_every_error_path_of_the_cli_prints_one_scrubbed_line(kind, monkeypatch,
 
 def test_a_server_echoing_the_key_in_a_malformed_answer_is_one_scrubbed_line(project, tmp_path):
     """The issue's case: 201 with the key in a malformed field gave a 13-line internal error with the key."""
-    from fake_kube_api import FakeKubeAPI, Json
+    from helpers.fake_kube_api import FakeKubeAPI, Json
 
     with FakeKubeAPI() as api:
         api.serve_secrets()

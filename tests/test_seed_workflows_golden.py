@@ -8,8 +8,8 @@ them, for a change that is meant to alter these manifests.
 from __future__ import annotations
 
 import pytest
-from conftest import helm_binary
-from seed_render import GOLDEN, SEED_WORKFLOWS, render_all
+from helpers import helm_binary
+from helpers.seed_render import GOLDEN, SEED_WORKFLOWS, render_all
 
 pytestmark = pytest.mark.helm
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import by_kind, env_of, job_containers, render_chart
+from helpers import by_kind, env_of, job_containers, render_chart
 
 from clara_wf.helm import escape_set_string, set_string_args
 

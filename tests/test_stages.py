@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli, tree_digest
+from helpers import assert_one_line_error, run_cli, tree_digest
 
 from clara_wf import charts, fsio
 from clara_wf.errors import InputError

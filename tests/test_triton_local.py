@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-from triton_helpers import MODEL_NAME, MODELS, free_port, triton_server
+from helpers.triton import MODEL_NAME, MODELS, free_port, triton_server
 
-from clara_wf import triton_local
+from clara_wf import processes
 from clara_wf.errors import ExternalToolError, InputError
+from clara_wf.triton import local as triton_local
 
 
 def _write_model(repo: Path, name: str = "m", *, config: bool = True, version: bool = True) -> Path:
@@ -220,7 +221,7 @@ def test_stop_ends_the_server_and_its_stubs(tmp_path):
         stopped = triton_local.stop(tmp_path)
     assert stopped is True
     assert not (tmp_path / "triton.json").exists()
-    assert not triton_local._alive(instance.pid)
+    assert not processes.alive(instance.pid)
     assert subprocess.run(["pgrep", "-g", str(instance.pid)], capture_output=True).returncode == 1
     assert not list(Path("/dev/shm").glob(f"{instance.shm_prefix}*"))
     assert not triton_local.is_ready(instance.uri)

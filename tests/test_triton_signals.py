@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from conftest import JOB, REPO
-from workflow_helpers import add_workflow, python_stage
+from helpers import JOB, REPO
+from helpers.workflows import add_workflow, python_stage
 
 pytestmark = [pytest.mark.helm, pytest.mark.slow]
 
 
 def _have_triton() -> bool:
     try:
-        from clara_wf import triton_local
+        from clara_wf.triton import local as triton_local
 
         triton_local.find_distribution()
         return True

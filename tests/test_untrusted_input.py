@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import assert_one_line_error, run_cli, tree_digest
+from helpers import assert_one_line_error, run_cli, tree_digest
 
 VALUES = "charts/clara-workflow/values.yaml"
 CHART = "charts/clara-workflow"
@@ -108,6 +108,8 @@ BAD_CHARTS = {
                               "not UTF-8 text"),
     "values.yaml self-reference": (lambda p: (p / VALUES).write_text((p / VALUES).read_text() + "x: &x [*x]\n"),
                                    "refers to a node that contains it"),
+    "duplicate workflow key": (lambda p: (p / VALUES).write_text((p / VALUES).read_text().replace(
+        "workflows:\n", "workflows:\n  ct:\n    stages: []\n", 1)), "duplicate key 'ct'"),
     "_stage_values.yaml not UTF-8": (lambda p: (p / CHART / "_stage_values.yaml").write_bytes(b"\xff\xfe"),
                                      "not UTF-8 text"),
     "template not UTF-8": (lambda p: (p / TEMPLATE / "_container.yaml").write_bytes(b"\x80abc"), "not UTF-8 text"),
@@ -158,7 +160,7 @@ def test_names_yaml_reads_as_other_types_work(project, name):
 
 
 def test_a_name_yaml_reads_as_a_boolean_renders_in_helm(project):
-    from conftest import render_chart
+    from helpers import render_chart
 
     for name in ("yes", "123"):
         assert run_cli("cs", name, cwd=project).returncode == 0
@@ -171,3 +173,13 @@ def test_a_name_yaml_reads_as_a_boolean_renders_in_helm(project):
     (job,) = [d for d in docs if d["kind"] == "Job"]
     images = [c["image"] for c in job["spec"]["template"]["spec"]["containers"]]
     assert images == ["yes:latest", "123:latest"]
+
+
+def test_a_duplicate_workflow_key_is_refused_alike_by_cs_ds_and_test(project):
+    """cs accepted a values.yaml with a repeated workflow key that ds and test refused."""
+    values = project / VALUES
+    values.write_text(values.read_text().replace("workflows:\n", "workflows:\n  ct:\n    stages: []\n", 1))
+    before = tree_digest(project)
+    for args in (["cs", "newstage"], ["ds", "ai-vnet", "--force"], ["test", "ct", "--dry-run"], ["graph", "ct"]):
+        assert_one_line_error(run_cli(*args, cwd=project), 2, "duplicate key 'ct'")
+    assert tree_digest(project) == before

@@ -19,7 +19,8 @@ latest), ``TRITON_MODEL_INPUT`` / ``TRITON_MODEL_OUTPUT`` (INPUT__0 / OUTPUT__0)
 Clara operator development kit; ``TRITON_WAIT_SECONDS`` (default 5) is how long to wait for
 a server that does not answer yet.
 
-Self-contained on purpose (no clara_wf import): it is the program of its own image.
+Its only clara_wf import is ``clara_wf.payload`` (standard library only, copied into the
+image beside the runner): Clara's ``name:path;…`` lists are parsed in that one place.
 Exit codes: 0 done, 1 Triton or I/O failure, 2 bad input; one line on stderr per error.
 """
 
@@ -27,6 +28,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from clara_wf.payload import PayloadError, parse_paths
 
 # The same program serves ai-livertumor (another model): messages carry the stage's name.
 STAGE = os.environ.get("NVIDIA_CLARA_STAGENAME") or "ai-vnet"
@@ -42,24 +45,20 @@ class InputProblem(StageError):
     exit_code = 2
 
 
-def first_path(spec):
-    """Path of the first entry of ``name:path;name:path`` (an entry without ``name:`` is a path)."""
-    for entry in spec.split(";"):
-        entry = entry.strip()
-        if not entry:
-            continue
-        name, sep, path = entry.partition(":")
-        path = path.strip() if sep else name.strip()
-        if path:
-            return path
-    return None
+def first_path(spec, variable="NVIDIA_CLARA_INPUTPATHS"):
+    """Path of the first entry of Clara's ``name:path;name:path`` list (None when it is empty)."""
+    try:
+        entries = parse_paths(spec, variable)
+    except PayloadError as err:
+        raise InputProblem(f"{err}: use the form name:/path;name:/path") from None
+    return entries[0].path if entries else None
 
 
 def _folder(env, paths_var, var, default):
     appdir = Path(env.get("NVIDIA_CLARA_APPDIR") or "/app")
     listed = env.get(paths_var, "").strip()
     if listed:
-        path = first_path(listed)
+        path = first_path(listed, paths_var)
         if path is None:
             raise InputProblem(f"{paths_var}={listed!r} names no path: use the form name:/path;name:/path")
         return appdir / path  # an absolute path stays absolute

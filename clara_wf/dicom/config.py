@@ -99,6 +99,7 @@ class AdapterConfig:
     engine: str = "local"
     max_concurrent_jobs: int = 2
     bind_address: str = ""  # "" = every interface
+    trtis_uri: Optional[str] = None  # a running Triton (host:port) for every job; None: the engine provides one
     source_file: Optional[Path] = None
 
     def workflows(self) -> List[str]:
@@ -181,6 +182,7 @@ def from_flags(
     grouping: str = "StudyInstanceUID",
     max_associations: int = DEFAULT_MAX_ASSOCIATIONS,
     bind_address: str = "",
+    trtis_uri: Optional[str] = None,
 ) -> AdapterConfig:
     """The quick-start form: one called AE title, its workflows and destinations; any caller accepted."""
     title = check_ae_title(ae_title, "--ae-title")
@@ -203,7 +205,7 @@ def from_flags(
     return AdapterConfig(
         port=check_port(port, "--port") if port is not None else default_port(),
         called={title: called}, destinations=dests, engine=engine, max_associations=max_associations,
-        scu_ae_title=title, bind_address=bind_address,
+        scu_ae_title=title, bind_address=bind_address, trtis_uri=_trtis_uri(trtis_uri, "--trtis-uri"),
     )
 
 
@@ -229,7 +231,8 @@ def _no_unknown(data: dict, known: Sequence[str], where: str) -> None:
         raise InputError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(known)})")
 
 
-def load(path: Path, *, port: Optional[int] = None, engine: Optional[str] = None) -> AdapterConfig:
+def load(path: Path, *, port: Optional[int] = None, engine: Optional[str] = None,
+         trtis_uri: Optional[str] = None) -> AdapterConfig:
     """Read and check a configuration file; flags given beside it (port, engine) win."""
     from clara_wf import values_edit
 
@@ -238,7 +241,7 @@ def load(path: Path, *, port: Optional[int] = None, engine: Optional[str] = None
     data = values_edit.load(Path(path))  # bounded YAML; a parse error is one InputError line
     where = str(path)
     data = _mapping(data, where)
-    _no_unknown(data, ("dicom", "engine", "max-concurrent-jobs"), where)
+    _no_unknown(data, ("dicom", "engine", "max-concurrent-jobs", "trtis-uri"), where)
     dicom = _mapping(data.get("dicom"), f"{where}: dicom")
     _no_unknown(dicom, ("scp", "scu"), f"{where}: dicom")
     scp = _mapping(dicom.get("scp"), f"{where}: dicom.scp")
@@ -327,8 +330,21 @@ def load(path: Path, *, port: Optional[int] = None, engine: Optional[str] = None
         engine=chosen_engine,
         max_concurrent_jobs=int(_positive(data.get("max-concurrent-jobs", 2), f"{where}: max-concurrent-jobs", integer=True)),
         bind_address=str(scp.get("bind-address", "")),
+        trtis_uri=_trtis_uri(trtis_uri, "--trtis-uri") if trtis_uri else _trtis_uri(data.get("trtis-uri"), f"{where}: trtis-uri"),
         source_file=Path(path),
     )
+
+
+def _trtis_uri(value: object, where: str) -> Optional[str]:
+    if value is None or value == "":
+        return None
+    from clara_wf import workflow as wf
+
+    try:
+        wf.check_trtis_uri(str(value))
+    except InputError as err:
+        raise InputError(f"{where}: {err}") from None
+    return str(value)
 
 
 def check_workflows(config: AdapterConfig, known: Sequence[str], values_file: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from clara_wf.dicom.config import Destination
 
@@ -41,13 +41,18 @@ def dicom_files(folder: Path) -> List[Path]:
     return found
 
 
-def send(destination: Destination, files: List[Path], *, calling_ae: str) -> SendResult:
+def send(destination: Destination, files: List[Path], *, calling_ae: str, root: Optional[Path] = None) -> SendResult:
+    """Send ``files``; the result names them relative to ``root`` (default: by file name)."""
+    def label(path: Path) -> str:
+        return str(path.relative_to(root)) if root is not None else path.name
+
     if destination.kind == "stow-rs":
-        return _stow(destination, files)
-    return _c_store(destination, files, calling_ae=calling_ae)
+        return _stow(destination, files, label)
+    return _c_store(destination, files, label, calling_ae=calling_ae)
 
 
-def _c_store(destination: Destination, files: List[Path], *, calling_ae: str) -> SendResult:
+def _c_store(destination: Destination, files: List[Path], label: Callable[[Path], str], *,
+             calling_ae: str) -> SendResult:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
     from pynetdicom import AE
@@ -60,8 +65,8 @@ def _c_store(destination: Destination, files: List[Path], *, calling_ae: str) ->
         try:
             ds = dcmread(path)
         except (InvalidDicomError, OSError, ValueError) as err:
-            result.failed.append(path.name)
-            result.message = f"{path.name} is not readable DICOM: {err}"
+            result.failed.append(label(path))
+            result.message = f"{label(path)} is not readable DICOM: {err}"
             continue
         datasets.append((path, ds))
         syntax = ds.file_meta.TransferSyntaxUID
@@ -76,7 +81,7 @@ def _c_store(destination: Destination, files: List[Path], *, calling_ae: str) ->
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
         why = "rejected the association" if assoc.is_rejected else "could not be reached or aborted the association"
-        result.failed += [p.name for p, _ in datasets]
+        result.failed += [label(p) for p, _ in datasets]
         result.message = f"{destination.describe()} {why}"
         return result
     try:
@@ -84,28 +89,29 @@ def _c_store(destination: Destination, files: List[Path], *, calling_ae: str) ->
             status = assoc.send_c_store(ds)
             code = getattr(status, "Status", None)
             if code is None:
-                result.failed.append(path.name)
-                result.message = f"{destination.describe()}: no response to C-STORE of {path.name} (connection lost?)"
+                result.failed.append(label(path))
+                result.message = f"{destination.describe()}: no response to C-STORE of {label(path)} (connection lost?)"
                 if not assoc.is_established:
-                    result.failed += [p.name for p, _ in datasets if p.name not in result.failed and p.name not in result.sent]
+                    done = set(result.failed) | set(result.sent)
+                    result.failed += [label(p) for p, _ in datasets if label(p) not in done]
                     break
             elif code in (0x0000, 0xB000, 0xB007, 0xB006):  # success, or success with warnings
-                result.sent.append(path.name)
+                result.sent.append(label(path))
             else:
-                result.failed.append(path.name)
-                result.message = f"{destination.describe()} refused {path.name} (status 0x{code:04X})"
+                result.failed.append(label(path))
+                result.message = f"{destination.describe()} refused {label(path)} (status 0x{code:04X})"
     finally:
         if assoc.is_established:
             assoc.release()
     return result
 
 
-def _stow(destination: Destination, files: List[Path]) -> SendResult:
+def _stow(destination: Destination, files: List[Path], label: Callable[[Path], str]) -> SendResult:
     result = SendResult()
     try:
         from dicomweb_client.api import DICOMwebClient
     except ImportError:
-        result.failed = [p.name for p in files]
+        result.failed = [label(p) for p in files]
         result.message = "STOW-RS needs dicomweb-client: pip install dicomweb-client"
         return result
     from pydicom import dcmread
@@ -114,8 +120,8 @@ def _stow(destination: Destination, files: List[Path]) -> SendResult:
         client = DICOMwebClient(url=destination.stow_url)
         client.set_http_retry_params(retry=False)  # retries and their backoff are the service's, recorded per attempt
         client.store_instances([dcmread(p) for p in files])
-        result.sent = [p.name for p in files]
+        result.sent = [label(p) for p in files]
     except Exception as err:  # the HTTP layer raises many kinds; each one is a failed attempt to record
-        result.failed = [p.name for p in files]
+        result.failed = [label(p) for p in files]
         result.message = f"{destination.stow_url}: STOW-RS failed: {type(err).__name__}: {str(err)[:200]}"
     return result

@@ -61,7 +61,8 @@ class _Forward:
 def run_job(project: Project, workflow_id: str, job_id: str, *, payload_root: Path, input_folder: str,
             output_folder: str, job_name: str, engine: str, timeout: float = 3600, on_event: EventSink = ignore,
             namespace: str = "default", kube_context: Optional[str] = None,
-            host_payload_root: Optional[str] = None, note: Callable[[str], None] = lambda message: None):
+            host_payload_root: Optional[str] = None, trtis_uri: Optional[str] = None,
+            note: Callable[[str], None] = lambda message: None):
     """Run the workflow for one job; run_test's TestResult (``succeeded``, ``outcome``, ``record_path``).
 
     ``host_payload_root``: where the workflow's pods find ``payload_root`` (a node path), when
@@ -78,4 +79,4 @@ def run_job(project: Project, workflow_id: str, job_id: str, *, payload_root: Pa
 
     return run_test(project, workflow_id, job_id, engine=engine, release=release_name(job_id), namespace=namespace,
                     kube_context=kube_context, timeout=timeout, job_name=job_name, payloads_root=Path(payload_root),
-                    overrides=overrides, display=display, note=note)
+                    overrides=overrides, display=display, note=note, trtis_uri=trtis_uri)

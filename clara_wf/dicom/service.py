@@ -224,7 +224,8 @@ class Adapter:
                 input_folder=record["input_folder"], output_folder=record["output_folder"],
                 job_name=f"DICOM {record['grouping']} {record['uid']}"[:63], engine=self.engine,
                 timeout=self.job_timeout, on_event=lambda event: self._stage_event(job_id, event),
-                namespace=self.namespace, kube_context=self.kube_context, host_payload_root=self.payloads_host_path)
+                namespace=self.namespace, kube_context=self.kube_context, host_payload_root=self.payloads_host_path,
+                trtis_uri=self.config.trtis_uri)
             ok = result.succeeded
             message = str(result.outcome.message or "") if result.outcome else "the workflow did not run"
         except ClaraWfError as err:
@@ -273,8 +274,8 @@ class Adapter:
                 self.store.update_job(job_id, exports=exports)
                 continue
             while True:
-                todo = [f for f in files if f.name not in result["sent"]]
-                outcome = send(destination, todo, calling_ae=self.config.scu_ae_title)
+                todo = [f for f in files if str(f.relative_to(output)) not in result["sent"]]
+                outcome = send(destination, todo, calling_ae=self.config.scu_ae_title, root=output)
                 result["attempts"] += 1
                 result["sent"] = sorted(set(result["sent"]) | set(outcome.sent))
                 result["failed"] = outcome.failed

@@ -8,9 +8,7 @@ this package registers the engine called NAME: it calls ``register(engine)`` at 
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 from typing import Dict, List, Optional, Tuple
 
 from clara_wf.engines.base import Engine, Outcome, RunPlan
@@ -31,7 +29,9 @@ def register(engine: Engine) -> Engine:
 
 def available() -> List[str]:
     """Engine names, in a stable order: the built-in ones first, then any other module's."""
-    found = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name not in _NOT_ENGINES]
+    # A directory listing, not pkgutil: the CLI lists the names at every start.
+    found = [f[:-3] for f in os.listdir(os.path.dirname(__file__))
+             if f.endswith(".py") and not f.startswith("_") and f[:-3] not in _NOT_ENGINES]
     builtin = [name for name in ("local", "kubernetes") if name in found]
     return builtin + sorted(set(found) - set(builtin))
 
@@ -40,6 +40,8 @@ def get(name: str) -> Engine:
     if name not in _registry:
         if name not in available():
             raise InputError(f"unknown engine {name!r}: choose one of {', '.join([AUTO, *available()])}")
+        import importlib
+
         importlib.import_module(f"{__name__}.{name}")
         if name not in _registry:
             raise InputError(f"engine module {name!r} registers no engine of that name")

@@ -1,4 +1,4 @@
-"""`setkey`, `install_trtis`, `uninstall_trtis` and `test --engine kubernetes` against a cluster.
+"""`test --engine kubernetes`: the workflow chart installed with helm, its Job watched on the cluster.
 
 Orchestration only: helm runs through the ``Helm`` object the caller passes (see
 ``clara_wf.helm``), the Kubernetes API through ``clara_wf.kube``. Progress goes to the
@@ -9,45 +9,22 @@ exits. Validation of the workflow, the job id and test-data happens before these
 at hand, else an error naming ``clara-wf setkey``), Triton (installed when missing), helm
 install of the workflow, watch of its Job with per-stage logs, and, unless ``keep``,
 uninstall of every release it installed itself, also when interrupted (Ctrl-C).
+Triton's install-and-wait is ``clara_wf.triton.cluster.ensure`` (shared with install_trtis).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from clara_wf import engines, redaction
 from clara_wf.engines.base import RunPlan
 from clara_wf.errors import ClaraWfError, ClusterError, InputError
 from clara_wf.events import Event, EventSink, Info, JobOutcome, TritonReady, ignore
-from clara_wf.helm import helm_timeout
+from clara_wf.helm import HelmLike, chart_fullname, helm_timeout
+from clara_wf.triton import cluster as triton
 
-DEFAULT_TRTIS_RELEASE = "trtis"
 WORKFLOW_CHART_NAME = "clara-workflow"
-TRTIS_CHART_NAME = "trtis"
-TRTIS_HTTP_PORT = 8000
-
-class HelmLike(Protocol):
-    """The part of ``clara_wf.helm.Helm`` used here."""
-
-    @property
-    def major(self) -> int: ...
-
-    def install(self, release: str, chart: Path, *, namespace: str, set_string: Dict[str, str], wait: bool = True,
-                timeout: str = "10m", kube_context: Optional[str] = None) -> str: ...
-
-    def uninstall(self, release: str, *, namespace: str, kube_context: Optional[str] = None) -> None: ...
-
-    def release_exists(self, release: str, *, namespace: str, kube_context: Optional[str] = None) -> bool: ...
-
-
-# --------------------------------------------------------------------------- names
-
-
-def chart_fullname(release: str, chart_name: str) -> str:
-    """The ``fullname`` helper of ``helm create`` charts (no nameOverride / fullnameOverride)."""
-    name = release if chart_name in release else f"{release}-{chart_name}"
-    return name[:63].rstrip("-")
 
 
 def workflow_job_name(release: str) -> str:
@@ -55,92 +32,10 @@ def workflow_job_name(release: str) -> str:
     return chart_fullname(release, WORKFLOW_CHART_NAME)
 
 
-def trtis_service_name(release: str = DEFAULT_TRTIS_RELEASE) -> str:
-    """Name of the Service (and Deployment) the trtis chart creates for ``release``."""
-    return chart_fullname(release, TRTIS_CHART_NAME)
-
-
-def trtis_uri(release: str = DEFAULT_TRTIS_RELEASE, namespace: str = "default") -> str:
-    """What ``test`` passes as ``trtisUri``: ``<service>.<namespace>:8000``."""
-    return f"{trtis_service_name(release)}.{namespace}:{TRTIS_HTTP_PORT}"
-
-
 def _kube(namespace: str, kube_context: Optional[str], kubeconfig: Optional[str]) -> Any:
     from clara_wf.kube import Kube
 
     return Kube(namespace, kube_context, kubeconfig=kubeconfig)
-
-
-# --------------------------------------------------------------------------- setkey
-
-
-def set_ngc_api_key(namespace: str, key: str, kube_context: Optional[str] = None, *,
-                    kubeconfig: Optional[str] = None) -> str:
-    """Create or replace the ``nvcr.io`` pull secret; returns "created" or "replaced".
-
-    The key goes only into the secret's body; it is never logged nor put in a message.
-    """
-    from clara_wf.kube import _validate_key
-
-    key = _validate_key(key)  # before touching the cluster: an empty key is an input error
-    with _kube(namespace, kube_context, kubeconfig) as kube:
-        return kube.apply_pull_secret(key)
-
-
-# --------------------------------------------------------------------------- trtis
-
-
-def install_trtis(
-    helm: HelmLike,
-    trtis_chart: Path,
-    release: str = DEFAULT_TRTIS_RELEASE,
-    namespace: str = "default",
-    kube_context: Optional[str] = None,
-    timeout: float = 600.0,
-    on_event: Callable[[Event], None] = ignore,
-    *,
-    kubeconfig: Optional[str] = None,
-) -> Tuple[str, bool]:
-    """helm install ``trtis_chart`` unless ``release`` exists; wait until its Deployment is ready.
-
-    Returns ``(uri, already_installed)``. ``trtis_chart`` is the chart folder
-    (``charts/trtis``); a project root is accepted too.
-    """
-    chart = Path(trtis_chart)
-    if not (chart / "Chart.yaml").is_file() and (chart / "charts" / "trtis" / "Chart.yaml").is_file():
-        chart = chart / "charts" / "trtis"
-    if not (chart / "Chart.yaml").is_file():
-        raise InputError(f"{chart} is not the trtis Helm chart (no Chart.yaml there)")
-    uri = trtis_uri(release, namespace)
-    name = trtis_service_name(release)
-    with _kube(namespace, kube_context, kubeconfig) as kube:
-        already = helm.release_exists(release, namespace=namespace, kube_context=kube_context)
-        if already:
-            on_event(Info(f"Triton (release {release}) is already installed in namespace {namespace}"))
-        else:
-            on_event(Info(f"Triton is not deployed; installing release {release} in namespace {namespace}"))
-            # wait=False: our own wait below fails at once on an image that cannot be pulled
-            helm.install(release, chart, namespace=namespace, set_string={}, wait=False,
-                         timeout=helm_timeout(timeout), kube_context=kube_context)
-        kube.wait_deployment_ready(name, timeout=timeout, on_event=on_event, what=f"Triton deployment {name}")
-    on_event(Info(f"Triton is ready at {uri}"))
-    return uri, already
-
-
-def uninstall_trtis(
-    helm: HelmLike,
-    release: str = DEFAULT_TRTIS_RELEASE,
-    namespace: str = "default",
-    kube_context: Optional[str] = None,
-    on_event: Callable[[Event], None] = ignore,
-) -> bool:
-    """helm uninstall the Triton release; False (and a message) when it is not installed."""
-    if not helm.release_exists(release, namespace=namespace, kube_context=kube_context):
-        on_event(Info(f"Triton (release {release}) is not installed in namespace {namespace}; nothing to do"))
-        return False
-    helm.uninstall(release, namespace=namespace, kube_context=kube_context)
-    on_event(Info(f"release {release} uninstalled"))
-    return True
 
 
 # --------------------------------------------------------------------------- test
@@ -159,9 +54,9 @@ def run_workflow(
     ngc_key: Optional[str] = None,
     *,
     stages: Optional[List[str]] = None,
-    trtis_release: Optional[str] = DEFAULT_TRTIS_RELEASE,
+    trtis_release: Optional[str] = triton.DEFAULT_RELEASE,
     trtis_chart: Optional[Path] = None,
-    trtis_timeout: float = 600.0,
+    trtis_timeout: float = triton.DEFAULT_TIMEOUT_S,
     kubeconfig: Optional[str] = None,
 ) -> JobOutcome:
     """Run one workflow on the cluster: the issue's ``test --engine kubernetes`` after validation.
@@ -199,19 +94,10 @@ def run_workflow(
             )
         # 2. Triton
         if trtis_release is not None:
-            if helm.release_exists(trtis_release, namespace=namespace, kube_context=kube_context):
-                kube.wait_deployment_ready(trtis_service_name(trtis_release), timeout=trtis_timeout,
-                                           on_event=on_event, what=f"Triton deployment {trtis_service_name(trtis_release)}")
-            else:
-                chart = Path(trtis_chart) if trtis_chart is not None else chart_dir.parent / TRTIS_CHART_NAME
-                on_event(Info(f"Triton is not deployed; installing release {trtis_release}"))
-                installed.append(trtis_release)  # before the call: a half-done install is cleaned up too
-                helm.install(trtis_release, chart, namespace=namespace, set_string={}, wait=False,
-                             timeout=helm_timeout(trtis_timeout), kube_context=kube_context)
-                kube.wait_deployment_ready(trtis_service_name(trtis_release), timeout=trtis_timeout,
-                                           on_event=on_event, what=f"Triton deployment {trtis_service_name(trtis_release)}")
-            values["trtisUri"] = trtis_uri(trtis_release, namespace)
-            on_event(Info(f"Triton is ready at {values['trtisUri']}"))
+            chart = Path(trtis_chart) if trtis_chart is not None else chart_dir.parent / triton.CHART_NAME
+            values["trtisUri"], _ = triton.ensure(helm, kube, chart, release=trtis_release, namespace=namespace,
+                                                  kube_context=kube_context, timeout=trtis_timeout,
+                                                  on_event=on_event, installed=installed)
             on_event(TritonReady(values["trtisUri"]))
         # 3. the workflow: helm waits for the PVC (and, Helm 4, for the Job to start);
         # the Job itself is watched below, which fails fast on image-pull errors
@@ -266,14 +152,14 @@ class KubernetesEngine:
             Helm(), run.project.chart_dir, release=plan.release, namespace=plan.namespace,
             kube_context=plan.kube_context, set_string=run.set_string(), timeout=plan.timeout, keep=plan.keep,
             on_event=sink, ngc_key=redaction.ngc_api_key(), stages=list(run.stages),
-            trtis_release=DEFAULT_TRTIS_RELEASE if run.needs_triton and not plan.trtis_uri else None,
+            trtis_release=triton.DEFAULT_RELEASE if run.needs_triton and not plan.trtis_uri else None,
             trtis_chart=run.project.trtis_chart_dir,
         )
 
     def planned_trtis_uri(self, plan: RunPlan) -> Optional[str]:
         """The Triton release this engine installs when the workflow needs one and none is given."""
         if plan.run.needs_triton and not plan.trtis_uri:
-            return trtis_uri(DEFAULT_TRTIS_RELEASE, plan.namespace)
+            return triton.trtis_uri(triton.DEFAULT_RELEASE, plan.namespace)
         return None
 
 

@@ -1,5 +1,8 @@
 """The local engine: run a workflow's pod on this machine, one host process per container.
 
+(Over 400 lines: path planning, the bwrap sandbox and stage supervision still live here;
+the next split is planning → ``engines/host_plan.py``, which the container engine shares.)
+
 The chart is rendered with real ``helm template`` and the same run-time values the
 Kubernetes path passes; the Job's pod spec then says what to run. Each container becomes
 a host process with that container's command, args and environment, started all at
@@ -23,12 +26,10 @@ sees the libraries installed with clara-wf (the image's interpreter does not exi
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from clara_wf import engines, rendering
+from clara_wf import engines, payload, processes, rendering
 from clara_wf.engines.base import SANDBOXES, RunPlan
 from clara_wf.errors import ExternalToolError, InputError
 from clara_wf.events import (
@@ -58,7 +59,7 @@ from clara_wf.job_lock import other_jobs_running
 from clara_wf.runner import protocol
 from clara_wf.workflow import WorkflowRun
 
-STOP_GRACE_S = 5.0
+STOP_GRACE_S = processes.STOP_GRACE_S
 POLL_S = 0.01
 PYTHON_NAMES = {"python", "python3"}
 RUNNER_MODULE = "clara_wf.runner"
@@ -122,12 +123,12 @@ def _host_path_for(value: str, mapping: List[Tuple[str, Path]]) -> Optional[str]
 
 def _map_env_value(key: str, value: str, mapping: List[Tuple[str, Path]]) -> str:
     """A pod path in a variable → the host path; Clara's ``name:path;…`` lists item by item."""
-    if key in ("NVIDIA_CLARA_INPUTPATHS", "NVIDIA_CLARA_OUTPUTPATHS"):
-        items = []
-        for item in value.split(";"):
-            name, sep, path = item.partition(":")
-            items.append(f"{name}{sep}{_host_path_for(path.strip(), mapping) or path}" if sep else item)
-        return ";".join(items)
+    if key in (payload.INPUTPATHS, payload.OUTPUTPATHS):
+        try:
+            entries = payload.parse_paths(value, key)
+        except payload.PayloadError as err:
+            raise InputError(str(err)) from None
+        return ";".join(f"{e.name}:{_host_path_for(e.path, mapping) or e.path}" for e in entries)
     return (_host_path_for(value, mapping) or value) if value.startswith("/") else value
 
 
@@ -267,32 +268,10 @@ def _bwrap_argv(plan: StagePlan) -> List[str]:
 # --- running ----------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if clara-wf dies, so no stage outlives it (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _pump(stream, stage: str, sink: "queue.Queue") -> None:
     for raw in iter(stream.readline, b""):
         sink.put(LogLine(stage, raw.decode("utf-8", "replace").rstrip("\n")))
     stream.close()
-
-
-def _terminate(procs: Dict[str, subprocess.Popen], grace: float = STOP_GRACE_S) -> None:
-    alive = {n: p for n, p in procs.items() if p.poll() is None}
-    for proc in alive.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for proc in alive.values():
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    for proc in alive.values():
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _payload_inputs(run: WorkflowRun, plans: List[StagePlan], pod: dict) -> List[Path]:
@@ -302,9 +281,9 @@ def _payload_inputs(run: WorkflowRun, plans: List[StagePlan], pod: dict) -> List
     found = []
     for index, plan in enumerate(plans):
         env = {e["name"]: str(e.get("value", "")) for e in containers[plan.name].get("env", [])}
-        if env.get("NVIDIA_CLARA_INPUTPATHS"):
-            wanted = [path for name, _, path in (i.partition(":") for i in env["NVIDIA_CLARA_INPUTPATHS"].split(";"))
-                      if name.strip() == "payload"]
+        if env.get(payload.INPUTPATHS):
+            wanted = [e.path for e in payload.parse_paths(env[payload.INPUTPATHS])
+                      if e.name == payload.PAYLOAD_INPUT_NAME]
         elif index == 0:
             in_name = ((run.values.get(plan.name, {}).get("mount") or {}).get("in") or {}).get("name", "input")
             wanted = [f"{plan.app_dir.rstrip('/')}/{in_name}"]
@@ -381,11 +360,12 @@ def stage_triton(plan: RunPlan, on_event: EventSink, timings: Dict[str, object])
     release = False  # a Triton started for runs: the last run using it stops it
     try:
         t0 = time.monotonic()
-        from clara_wf import triton_local
+        from clara_wf.triton import local as triton_local
+        from clara_wf.triton.ready import wait_ready
 
         if trtis_uri:
             on_event(Info(f"checking Triton at {trtis_uri} ..."))
-            triton_local.wait_ready(trtis_uri, timeout=10)
+            wait_ready(trtis_uri, timeout=10)
             uri = trtis_uri
         else:
             marker = _auto_triton_marker(state_dir)
@@ -423,7 +403,7 @@ def _auto_triton_marker(state_dir: Path) -> Path:
 
 def _release_triton(state_dir: Path, job_id: str, on_event: EventSink, timings: Dict[str, object]) -> None:
     """Stop the Triton that runs started, unless another run still uses it (it stops it then)."""
-    from clara_wf import triton_local
+    from clara_wf.triton import local as triton_local
 
     if other_jobs_running(state_dir, job_id):
         with contextlib.suppress(Exception):
@@ -486,7 +466,7 @@ def run_stages(plans, work_dir, sandbox, timeout, on_event, timings, launch: Opt
         timings["launch_s"] = time.monotonic() - t_launch
         outcome = _watch(plans, procs, records, logs, timeout, on_event)
     except BaseException:
-        _terminate(procs)
+        processes.stop_groups(procs.values(), STOP_GRACE_S)
         with contextlib.suppress(Exception):  # the display may be gone (a closed pipe)
             _drain(logs, on_event)
         by_name = {p.name: p for p in plans}
@@ -506,13 +486,10 @@ def _start_host_process(plan: StagePlan, sandbox: str) -> subprocess.Popen:
     argv = _bwrap_argv(plan) if sandbox == "bwrap" else plan.argv
     cwd = None if sandbox == "bwrap" else plan.cwd
     try:
-        return subprocess.Popen(
-            argv, cwd=cwd, env=_stage_env(plan), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-    except OSError as err:
-        raise ExternalToolError(f"stage {plan.name}: cannot start {argv[0]}: {err.strerror or err}") from None
+        return processes.start_group(argv, cwd=cwd, env=_stage_env(plan), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, die_with_parent=True)
+    except ExternalToolError as err:
+        raise ExternalToolError(f"stage {plan.name}: {err}") from None
 
 
 def _update(record: StageRecord, plan: StagePlan) -> StageUpdate:
@@ -555,7 +532,7 @@ def _watch(plans, procs, records, logs, timeout, on_event) -> JobOutcome:
             on_event(_update(record, plan))
         if deadline is not None and time.monotonic() > deadline and pending:
             timed_out = True
-            _terminate({n: procs[n] for n in pending})
+            processes.stop_groups([procs[n] for n in sorted(pending)], STOP_GRACE_S)
             for name in sorted(pending):
                 record = records[name]
                 record.state, record.ended = FAILED, time.time()
@@ -569,7 +546,8 @@ def _watch(plans, procs, records, logs, timeout, on_event) -> JobOutcome:
     root = _root_cause(failed, by_name)
     stages = {r.name: _update(r, by_name[r.name]) for r in records.values()}
     if timed_out:
-        message = f"the workflow did not finish within {timeout:g} s (still running: {', '.join(r.name for r in failed)})"
+        stopped = [r.name for r in failed if r.status == "timeout"]  # not the stages that had already ended
+        message = f"the workflow did not finish within {timeout:g} s (still running: {', '.join(stopped)})"
     elif root:
         message = f"stage {root.name} failed: {root.detail}"
     else:

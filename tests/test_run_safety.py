@@ -1,4 +1,4 @@
-"""A run writes only inside the job's folder: symlinks planted in the test data (the locks
+"""Runs on this machine: a run writes only inside the job's folder: symlinks planted in the test data (the locks
 folder, a stage's log, an output folder, run.json) that lead out of it are refused before
 anything starts — with bwrap too, whose bind mounts would follow them."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import JOB, assert_error_last_line, run_cli
-from workflow_helpers import add_workflow, python_stage
+from helpers import JOB, assert_error_last_line, run_cli
+from helpers.workflows import add_workflow, python_stage
 
 pytestmark = pytest.mark.helm
 SANDBOXES = ["none", pytest.param("bwrap", marks=pytest.mark.skipif(shutil.which("bwrap") is None,
@@ -51,3 +51,17 @@ def test_a_symlink_inside_the_job_folder_is_fine(project):
     result = run_cli("test", "one", "--engine", "local", "--sandbox", "none", cwd=project)
     assert result.returncode == 0, result.stderr
     assert (job / "elsewhere" / "s1.log").is_file()
+
+
+def test_a_timeout_names_only_the_stages_it_stopped(project):
+    """A stage that had already failed was listed as "still running" when the run timed out."""
+    add_workflow(project, "two", {"quick": python_stage("raise SystemExit(3)"),
+                                  "slow": python_stage("import time; time.sleep(60)")}, waits=["", ""])
+    job = project / "test-data" / JOB
+    for stage in ("quick", "slow"):
+        (job / stage / "input").mkdir(parents=True)
+    result = run_cli("test", "two", "--engine", "local", "--sandbox", "none", "--timeout", "4", cwd=project)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    if "did not finish" in last:
+        assert "still running: slow)" in last, last

@@ -1,5 +1,8 @@
 """A real Triton Inference Server on this machine, without a cluster and without a GPU.
 
+(Over 400 lines: finding the wheel's server and its python backend is half of it; tests patch
+that discovery through this module, so it moves to ``triton/distribution.py`` with them.)
+
 The ``nvidia-pytriton`` wheel (the ``local`` extra) bundles ``tritonserver`` with the
 python backend. This module starts that binary detached (its own session, so a Ctrl-C
 of the CLI does not reach it), records it in ``<state_dir>/triton.json``, and stops it
@@ -27,21 +30,20 @@ import contextlib
 import json
 import os
 import re
-import signal
 import socket
 import sys
 import sysconfig
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata, util
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
+from clara_wf import processes
 from clara_wf.errors import ExternalToolError, InputError
+from clara_wf.triton.ready import Progress, is_ready, probe, ready_url, wait_ready
 
 RECORD_NAME = "triton.json"
 LOG_NAME = "triton.log"
@@ -51,9 +53,7 @@ DEFAULT_PORTS = (8000, 8001, 8002)
 LOCAL_ADDRESS = "127.0.0.1"
 STOP_GRACE_SECONDS = 10.0
 INSTALL_HINT = "run `make setup` (pip install -e '.[local]')"
-START_HINT = "start one with `clara-wf install_trtis --local`"
 
-Progress = Optional[Callable[[str], None]]
 
 
 @dataclass
@@ -206,41 +206,6 @@ def validate_model_repository(model_repository: Path) -> Path:
     return repo.resolve()
 
 
-# --------------------------------------------------------------------------- process helpers
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs (reaping it first when it is our own exited child)."""
-    if pid <= 0:
-        return False
-    with contextlib.suppress(ChildProcessError, OSError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError, IndexError):
-        if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
-def _is_tritonserver(pid: int) -> bool:
-    """Guard against a recycled pid: the recorded process must still be a tritonserver."""
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if not cmdline.parent.exists():  # no procfs (e.g. macOS): trust the pid
-        return True
-    try:
-        return b"tritonserver" in cmdline.read_bytes()
-    except OSError:
-        return False
-
-
 def _port_free(port: int, address: str) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # As a server binds: a port in TIME_WAIT after the last Triton stopped is free.
@@ -291,26 +256,6 @@ def _log_excerpt(log: Path, lines: int = 4, limit: int = 600) -> str:
     picked = (errors or text)[-lines:]
     excerpt = " | ".join(picked) or "(empty log)"
     return excerpt if len(excerpt) <= limit else "..." + excerpt[-limit:]
-
-
-def _probe(url: str, timeout: float = 1.0) -> Optional[int]:
-    """HTTP status of GET url, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
-def _base_url(uri: str) -> str:
-    uri = uri.strip().rstrip("/")
-    return uri if uri.startswith(("http://", "https://")) else f"http://{uri}"
-
-
-def is_ready(uri: str, timeout: float = 1.0) -> bool:
-    return _probe(f"{_base_url(uri)}/v2/health/ready", timeout) == 200
 
 
 # --------------------------------------------------------------------------- records
@@ -374,52 +319,12 @@ def status(state_dir: Path) -> Optional[TritonInstance]:
     instance = _read_record(state_dir)
     if instance is None:
         return None
-    if not (_alive(instance.pid) and _is_tritonserver(instance.pid)):
+    if not (processes.alive(instance.pid) and processes.runs_program(instance.pid, "tritonserver")):
         _remove_record(state_dir)
         _remove_shm(instance.shm_prefix)
         return None
     instance.ready = is_ready(instance.uri)
     return instance
-
-
-def wait_ready(uri: str, timeout: float = 60, *, model: Optional[str] = None, progress: Progress = None) -> None:
-    """Wait until the Triton at ``uri`` (``host:port`` of its HTTP endpoint) is ready.
-
-    With ``model``, also check that the ready server serves that model (a ready server
-    has loaded every model it will load, so a missing model fails at once). Works for any
-    Triton (local, the trtis chart's, another host). Raises ExternalToolError naming the URI.
-    """
-    base = _base_url(uri)
-    deadline = time.monotonic() + timeout
-    last_note = 0.0
-    answered = False
-    while True:
-        code = _probe(f"{base}/v2/health/ready")
-        answered = answered or code is not None
-        if code == 200:
-            if model is None:
-                return
-            # A ready server has loaded every model it will load: not ready now means never.
-            if _probe(f"{base}/v2/models/{model}/ready") == 200:
-                return
-            raise ExternalToolError(
-                f"Triton at {uri} does not serve model {model!r}: put {model}/config.pbtxt and {model}/1/ "
-                f"in the model repository it serves (or set the model name the stage uses)"
-            )
-        now = time.monotonic()
-        if now >= deadline:
-            break
-        if progress is not None and now - last_note >= 1.0:
-            progress(f"waiting for Triton at {uri} to be ready")
-            last_note = now
-        time.sleep(0.1)
-    if not answered:
-        raise ExternalToolError(
-            f"Triton at {uri} is not reachable: nothing answers on {base}/v2/health/ready; {START_HINT}"
-        )
-    raise ExternalToolError(
-        f"Triton at {uri} answers but is not ready after {timeout:g}s (a model failed to load?): check its log"
-    )
 
 
 def start(
@@ -502,19 +407,10 @@ def start(
             with interrupts.deferred():
                 with open(log, "wb") as log_handle:
                     try:
-                        process = subprocess.Popen(
-                            command,
-                            stdin=subprocess.DEVNULL,
-                            stdout=log_handle,
-                            stderr=subprocess.STDOUT,
-                            cwd=state_dir,
-                            env=env,
-                            start_new_session=True,
-                            close_fds=True,
-                        )
-                    except OSError as exc:
-                        raise ExternalToolError(
-                            f"cannot run {dist.binary}: {exc.strerror}; reinstall ({INSTALL_HINT})") from None
+                        process = processes.start_group(command, env=env, stdout=log_handle,
+                                                        stderr=subprocess.STDOUT, cwd=state_dir, close_fds=True)
+                    except ExternalToolError as exc:
+                        raise ExternalToolError(f"{exc}; reinstall ({INSTALL_HINT})") from None
                 instance = TritonInstance(
                     pid=process.pid,
                     http_port=ports[0],
@@ -531,9 +427,7 @@ def start(
         except BaseException:
             if process is not None:
                 with interrupts.deferred():  # a second Ctrl-C must not cut the clean-up short
-                    _kill_group(process.pid, grace=2.0)
-                    with contextlib.suppress(Exception):
-                        process.wait(timeout=1)
+                    processes.stop_groups([process], grace=2.0)
                     _remove_record(state_dir)
                     _remove_shm(shm_prefix)
             raise
@@ -554,9 +448,9 @@ def stop(state_dir: Path, *, grace: float = STOP_GRACE_SECONDS) -> bool:
         instance = _read_record(state_dir)
         if instance is None:
             return False
-        running = _alive(instance.pid) and _is_tritonserver(instance.pid)
+        running = processes.alive(instance.pid) and processes.runs_program(instance.pid, "tritonserver")
         if running:
-            _kill_group(instance.pid, grace=grace)
+            processes.stop_groups([instance.pid], grace=grace)
         _remove_record(state_dir)
         _remove_shm(instance.shm_prefix)
         return running
@@ -613,7 +507,7 @@ def _wait_started(process, instance: TritonInstance, timeout: float, progress: P
     started = time.monotonic()
     deadline = started + timeout
     last_note = -1.0
-    url = f"{_base_url(instance.uri)}/v2/health/ready"
+    url = ready_url(instance.uri)
     while True:
         code = process.poll()
         if code is not None:
@@ -621,7 +515,7 @@ def _wait_started(process, instance: TritonInstance, timeout: float, progress: P
                 f"Triton exited during start-up (exit code {code}): {_log_excerpt(instance.log)}; "
                 f"full log: {instance.log}"
             )
-        if _probe(url, timeout=0.5) == 200:
+        if probe(url, timeout=0.5) == 200:
             return
         now = time.monotonic()
         if now >= deadline:
@@ -633,59 +527,3 @@ def _wait_started(process, instance: TritonInstance, timeout: float, progress: P
             progress(f"waiting for Triton to be ready on {instance.uri} ({now - started:.0f}s)")
             last_note = now
         time.sleep(0.05)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _kill_group(pid: int, grace: float) -> None:
-    """SIGTERM the server's process group (server + python backend stubs), SIGKILL after grace.
-
-    Returns when the server has exited and no process of its group is left (a stub
-    notices a dead server only after a while, so it gets a short wait, then SIGKILL).
-    """
-    def send(sig: int) -> None:
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    send(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    deadline = time.monotonic() + min(grace, 2.0)
-    while _group_alive(pid) and time.monotonic() < deadline:
-        _alive(pid)  # reap the server if it is our child, so the group can empty
-        time.sleep(0.05)
-    if _alive(pid) or _group_alive(pid):
-        send(signal.SIGKILL)
-        for _ in range(100):
-            if not _alive(pid) and not _group_alive(pid):
-                break
-            time.sleep(0.02)
-
-
-__all__ = [
-    "TritonInstance",
-    "TritonDistribution",
-    "find_distribution",
-    "check_numpy",
-    "check_libpython",
-    "validate_model_repository",
-    "is_ready",
-    "wait_ready",
-    "start",
-    "stop",
-    "status",
-]

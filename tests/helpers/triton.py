@@ -13,7 +13,7 @@ from typing import Dict, Iterator, Optional
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 JOB = "00000000-0000-0000-0000-000000000000"
 MODELS = REPO / "test-data" / "models"
 MODEL_NAME = "segmentation_ct_v1"
@@ -49,8 +49,8 @@ def free_port() -> int:
 
 def triton_server(state_dir: Path, model_repository: Path = MODELS) -> Iterator:
     """Body of a module-scoped fixture: a real local Triton, always stopped afterwards."""
-    from clara_wf import triton_local
     from clara_wf.errors import ExternalToolError
+    from clara_wf.triton import local as triton_local
 
     try:
         triton_local.find_distribution()

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-GOLDEN = Path(__file__).resolve().parent / "golden"
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "golden"
 SEED_WORKFLOWS = ["ct", "ai", "dicom-reader-only", "ai-only", "recon-only", "dicom-writer-only"]
 EXTRA_STAGES = ["dicom-reader", "recon", "ai-livertumor", "dicom-writer"]
 RUN = [
