@@ -142,7 +142,7 @@ def _compiled(text: str):
     return env.from_string(text)
 
 
-def _render(text: str, name: str, source: Path) -> str:
+def render_template(text: str, name: str, source: Path) -> str:
     """Fill in the stage name; the template is data, so it runs in jinja2's immutable sandbox
     (no attribute walks to Python internals, no mutation of what it is given)."""
     import jinja2
@@ -182,7 +182,7 @@ def _stage_values_block(project: Project, template: str, name: str, indent: int)
     from ruamel.yaml.nodes import ScalarNode
 
     source = project.stage_values_file
-    block = _render(template, name, source)
+    block = render_template(template, name, source)
     if not ve.reads_as_string(name):
         # Helm reads YAML 1.1, where an unquoted yes/off/123/1e3/null is no string: quote the
         # name wherever the template wrote it bare (a key or a value), so the stage works.
@@ -251,7 +251,7 @@ def scaffold(project: Project, names: Sequence[str], text: str) -> Scaffold:
             raise InputError(f"{values_file} already has a {begin_marker(name)} block")
         block += _stage_values_block(project, values_template, name, region.indent)
         files[name] = {
-            (source.name[1:] if source.name.startswith("_") else source.name): _render(content, name, source)
+            (source.name[1:] if source.name.startswith("_") else source.name): render_template(content, name, source)
             for source, content in templates.items()
         }
     new_text = "".join(ve.insert_lines(lines, region.end, block, ve.newline_of(text)))

@@ -254,10 +254,14 @@ def test_workflow(
     runtime: str = typer.Option("auto", "--runtime", help="Container engine and --build: podman, docker or auto (whichever answers)."),
     base_image: str = typer.Option("auto", "--base-image", help="--build: BASE_IMAGE of the Dockerfiles: auto (the local Debian base when mmdebstrap is installed, else the Dockerfile's default), local, dockerfile or an image."),
     sandbox: Sandbox = typer.Option(Sandbox.auto, "--sandbox", help="Local: bwrap (pod paths for real), none (paths rewritten), auto."),
-    output: Output = typer.Option(Output.text, "--output", "-o", help="text (the output folder listed) or json (the run record)."),
+    output: Output = typer.Option(Output.text, "--output", "-o", help="text (summary table, output folder) or json (the run record)."),
+    from_stage: Optional[str] = typer.Option(None, "--from", metavar="STAGE", help="Rerun STAGE and what depends on it, reusing the other stages' outputs of the last successful run (checked against their recorded SHA-256)."),
+    only_stage: Optional[str] = typer.Option(None, "--only", metavar="STAGE", help="Rerun STAGE alone, on the outputs its upstream stages recorded in the last successful run."),
+    keep_runs: int = typer.Option(3, "--keep-runs", help="Earlier runs kept under test-data/JOB/runs/ (the last successful one is always kept)."),
+    clean: bool = typer.Option(False, "--clean", help="Delete the previous run's files instead of moving them to runs/."),
 ) -> None:
     from clara_wf import workflow as wf
-    from clara_wf.display import RunDisplay, output_listing
+    from clara_wf.display import RunDisplay, output_listing, summary_table
     from clara_wf.errors import WorkflowFailed
     from clara_wf.run import run_test
 
@@ -271,6 +275,7 @@ def test_workflow(
         _state(ctx).project(), workflow_id, job_id, engine=str(getattr(engine, "value", engine)), dry_run=dry_run, release=release,
         namespace=namespace, kube_context=kube_context, timeout=timeout, keep=keep, build=build, sandbox=sandbox.value,
         trtis_uri=trtis_uri, runtime=runtime, base_image=base_image, display=lambda stages: RunDisplay(stages, stream=sys.stderr), note=note,
+        from_stage=from_stage, only_stage=only_stage, keep_runs=keep_runs, clean=clean, defer_teardown=True,
     )
     if result.dry_run is not None:
         if output is Output.json:
@@ -280,15 +285,56 @@ def test_workflow(
         echo(result.dry_run.manifests)
         return
     run, outcome = result.run, result.outcome
-    if output is Output.json:
-        echo(json.dumps(result.record, indent=2))
-    else:
-        for output_dir in run.output_folders():
-            echo(output_listing(output_dir))
-    if outcome is None or not outcome.succeeded:
-        raise WorkflowFailed(outcome.message if outcome else "the workflow did not run")
-    if output is Output.text:
-        echo(f"Job '{run.job_name}' ({run.job_id}) executed: workflow '{run.workflow_id}' succeeded")
+    try:
+        # The outcome first; stopping a Triton this run started comes after (teardown).
+        if output is Output.json:
+            echo(json.dumps(result.record or {}, indent=2))
+        else:
+            if result.record:
+                echo(summary_table(result.record))
+            for output_dir in run.output_folders():
+                echo(output_listing(output_dir))
+        if outcome is None or not outcome.succeeded:
+            raise WorkflowFailed(outcome.message if outcome else "the workflow did not run")
+        if output is Output.text:
+            echo(f"Job '{run.job_name}' ({run.job_id}) executed: workflow '{run.workflow_id}' succeeded")
+        sys.stdout.flush()
+    finally:
+        if outcome is not None and outcome.teardown is not None:
+            outcome.teardown()
+
+
+@command("logs", args="[workflow] [job] [stage]", summary="Show a run's stage logs (--follow, --run ID)", help="Show a run's stage logs (time-stamped lines); --follow while it runs, --run ID for an earlier run.")
+def logs(
+    ctx: typer.Context,
+    workflow_id: str = typer.Argument(DEFAULT_WORKFLOW, metavar="[WORKFLOW]", help="The workflow whose latest run to show."),
+    job_id: str = typer.Argument(DEFAULT_JOB, metavar="[JOB]", help="The job's UUID (test-data/JOB)."),
+    stage: Optional[str] = typer.Argument(None, metavar="[STAGE]", help="One stage (default: every stage, merged by time)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until the run ends."),
+    run_id: Optional[str] = typer.Option(None, "--run", metavar="ID", help="A run id (run.json or test-data/JOB/runs/ID)."),
+) -> None:
+    import time
+
+    from clara_wf import runs
+    from clara_wf import workflow as wf
+
+    wf.check_job_id(job_id)
+    job_dir = _state(ctx).project().test_data_dir / job_id
+    if not job_dir.is_dir():
+        raise InputError(f"no job folder {job_dir}: `clara-wf test {workflow_id} {job_id}` makes one")
+    record, found = runs.stage_logs(job_dir, run_id, None if run_id else workflow_id, stage)
+    offsets: dict = {}
+    while True:
+        for line in runs.merged_log_lines(found, offsets):
+            echo(line)
+        sys.stdout.flush()
+        if not follow or record.get("status") != runs.RUNNING:
+            return
+        time.sleep(0.2)
+        current = runs.read_record(job_dir / runs.RECORD_NAME) or {}
+        if current.get("run_id") != record.get("run_id"):
+            return  # that run is over and was moved away by the next one
+        record = current
 
 
 # --- Triton -----------------------------------------------------------------------------

@@ -154,3 +154,37 @@ def _group(gid: int) -> str:
         return grp.getgrgid(gid).gr_name
     except (ImportError, KeyError):
         return str(gid)
+
+
+def _seconds(value) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _size(count: int, size_bytes: int) -> str:
+    if not count:
+        return "-"
+    size = float(size_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            amount = f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+            return f"{count} file{'s' if count != 1 else ''}, {amount}"
+        size /= 1024
+    return str(count)
+
+
+def summary_table(record: dict) -> str:
+    """The end-of-run table: stage, status, attempts, wait, run time, outputs; then the total."""
+    from clara_wf.runs import summary_rows
+
+    header = ("STAGE", "STATUS", "ATTEMPTS", "WAIT", "RUN", "OUTPUTS")
+    rows = [header] + [
+        (r["stage"], r["status"], str(r["attempts"] or "-"), _seconds(r["wait_s"]), _seconds(r["run_s"]),
+         _size(r["outputs"], r["bytes"]))
+        for r in summary_rows(record)
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    total = record.get("duration_s")
+    lines.append(f"run {record.get('run_id', '?')}: {record.get('status', '?')} in {_seconds(total)}"
+                 + (f" ({record['message']})" if record.get("message") and record.get("status") != "succeeded" else ""))
+    return "\n".join(lines)

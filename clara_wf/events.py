@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 
 class StageState(str, Enum):
@@ -53,6 +53,9 @@ class StageUpdate:
     started: Optional[float] = None
     ended: Optional[float] = None
     log: Optional[str] = None
+    # The stage runner's lock or failure marker, when the engine can read it (attempts,
+    # wait time: docs/lock-protocol.md); the run record takes what it says.
+    runner: Optional[Dict[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,15 @@ class TritonReady:
     uri: str
 
 
-Event = Union[StageUpdate, LogLine, Info, TritonReady]
+@dataclass(frozen=True)
+class RunStarted:
+    """The engine gave the run its job folder (``clara_wf.runs.prepare_job``): the previous
+    run's files moved away, reused outputs restored. ``prepared`` is a ``runs.Prepared``."""
+
+    prepared: Any
+
+
+Event = Union[StageUpdate, LogLine, Info, TritonReady, RunStarted]
 EventSink = Callable[[Event], None]
 
 
@@ -101,3 +112,6 @@ class JobOutcome:
     timed_out: bool = False
     job_name: str = ""
     timings: dict = field(default_factory=dict)  # seconds per phase, for benchmarks
+    # What is left to do once the outcome is shown (stopping a Triton the run started), when
+    # the plan asked for it to be deferred (RunPlan.defer_teardown); the caller must call it.
+    teardown: Optional[Callable[[], None]] = None

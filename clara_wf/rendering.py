@@ -44,11 +44,11 @@ def dry_run(run: WorkflowRun, *, release: str, namespace: str, timeout: float = 
 def render_documents(run: WorkflowRun, *, release: str, namespace: str = "default",
                      helm: Optional[Helm] = None) -> List[dict]:
     """The rendered manifests as parsed documents (empty documents dropped)."""
-    from clara_wf.values_edit import fast_yaml as _fast_yaml
+    from clara_wf.values_edit import fast_yaml
 
     helm = helm or Helm()
     text = helm.template(run.project.chart_dir, release, namespace=namespace, set_string=run.set_string())
-    return [doc for doc in _fast_yaml().load_all(text) if doc]
+    return [doc for doc in fast_yaml().load_all(text) if doc]
 
 
 def job_pod_spec(documents: List[dict]) -> dict:

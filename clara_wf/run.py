@@ -86,6 +86,11 @@ def run_test(
     overrides: Optional[Mapping[str, str]] = None,
     display: Optional[Callable[[Sequence[str]], Display]] = None,
     note: Callable[[str], None] = _no_note,
+    from_stage: Optional[str] = None,
+    only_stage: Optional[str] = None,
+    keep_runs: int = 3,
+    clean: bool = False,
+    defer_teardown: bool = False,
 ) -> TestResult:
     """Run ``workflow_id`` on job ``job_id`` (its payload: ``payloads_root/JOB``, by default
     the project's test-data/). ``overrides`` sets run-time values such as
@@ -104,10 +109,23 @@ def run_test(
 
     if runtime not in RUNTIMES:
         raise InputError(f"unknown container runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    if from_stage and only_stage:
+        raise InputError("--from and --only exclude each other: --from STAGE reruns STAGE and what follows it, "
+                         "--only STAGE reruns STAGE alone")
+    if clean and (from_stage or only_stage):
+        raise InputError("--clean deletes the earlier runs that --from/--only reuse: use one or the other")
+    if keep_runs < 0:
+        raise InputError(f"--keep-runs must be 0 or more, not {keep_runs}")
     run = wf.plan_run(project, workflow_id, job_id, job_name=job_name, trtis_uri=trtis_uri or DEFAULT_TRTIS_URI,
                       payloads_root=payloads_root, overrides=overrides)
+    from clara_wf import runs
+
     plan = RunPlan(run=run, release=release, namespace=namespace, kube_context=kube_context, timeout=timeout,
-                   keep=keep, sandbox=sandbox, build=build, trtis_uri=trtis_uri, runtime=runtime, base_image=base_image)
+                   keep=keep, sandbox=sandbox, build=build, trtis_uri=trtis_uri, runtime=runtime, base_image=base_image,
+                   run_id=runs.new_run_id(), keep_runs=keep_runs, clean=clean, defer_teardown=defer_teardown)
+    if from_stage or only_stage:
+        # Checked now (the stage exists) and again under the job's lock (the outputs).
+        _rerun(plan, from_stage, only_stage)
     if dry_run:
         return _dry_run(plan, engine)
 
@@ -120,7 +138,20 @@ def run_test(
         # The container engine runs the images here: no runtime is an error. For a cluster the
         # images may be built elsewhere: no runtime is a note.
         build_before_run(run, runtime=runtime, base=base_image, progress=note, required=chosen == "container")
-    return _run(plan, runner, why, display)
+    return _run(plan, runner, why, display, from_stage, only_stage)
+
+
+def _rerun(plan: RunPlan, from_stage: Optional[str], only_stage: Optional[str]) -> RunPlan:
+    """The plan with its rerun: which stages run, whose outputs are reused (InputError when
+    the last successful run's outputs are missing or changed)."""
+    from clara_wf import graph, runs
+
+    run = plan.run
+    dag = graph.build_graph(run.workflow_id, dict(run.definition), dict(run.values))
+    edges = [(u, d) for u, d, _ in dag.edges if u in run.stages]
+    rerun = runs.plan_rerun(run.job_dir, run.workflow_id, list(run.stages), edges,
+                            from_stage=from_stage, only_stage=only_stage)
+    return dataclasses.replace(plan, rerun=rerun)
 
 
 def _dry_run(plan: RunPlan, engine: str) -> TestResult:
@@ -134,13 +165,17 @@ def _dry_run(plan: RunPlan, engine: str) -> TestResult:
     return TestResult(run=run, dry_run=shown)
 
 
-def _run(plan: RunPlan, runner: engines.Engine, why: str, display: Optional[Callable[[Sequence[str]], Display]]) -> TestResult:
+def _run(plan: RunPlan, runner: engines.Engine, why: str, display: Optional[Callable[[Sequence[str]], Display]],
+         from_stage: Optional[str] = None, only_stage: Optional[str] = None) -> TestResult:
     from clara_wf import run_record
     from clara_wf.job_lock import job_lock
 
     run = plan.run
     with job_lock(run.project.state_dir, run.job_id):
-        recorder = run_record.RunRecorder(run, runner.name)
+        if from_stage or only_stage:
+            plan = _rerun(plan, from_stage, only_stage)  # under the lock: no other run moves the files
+        mode = plan.rerun.mode() if plan.rerun is not None else None
+        recorder = run_record.RunRecorder(run, runner.name, run_id=plan.run_id, mode=mode)
         shown = display(run.stages) if display is not None else None
 
         def sink(event: Event) -> None:
@@ -154,12 +189,11 @@ def _run(plan: RunPlan, runner: engines.Engine, why: str, display: Optional[Call
             finally:
                 if shown is not None:
                     shown.close()
-        except BaseException:
-            if recorder.any_stage:
-                run_record.write(run, recorder.record(interrupted=True))
+        except BaseException as error:
+            recorder.fail(error)
             raise
         recorder.take(outcome)
         record = recorder.record()
-        path = run_record.write(run, record)
+        path = recorder.path
     return TestResult(run=dataclasses.replace(run, trtis_uri=recorder.trtis_uri), engine=runner.name,
                       engine_reason=why, outcome=outcome, record=record, record_path=path)

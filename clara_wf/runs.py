@@ -27,7 +27,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from clara_wf import __version__
 from clara_wf.errors import InputError
@@ -47,7 +47,7 @@ TIMED_OUT = "timeout"
 # Stage states in the record (the display's waiting/running/done/failed, plus these).
 STAGE_WAITING = "waiting"
 STAGE_RUNNING = "running"
-STAGE_SUCCEEDED = "succeeded"
+STAGE_DONE = "done"
 STAGE_FAILED = "failed"
 STAGE_STOPPED = "stopped"
 STAGE_REUSED = "reused"  # not run: outputs of an earlier run reused (--from/--only)
@@ -78,6 +78,8 @@ class JobLayout:
     stage_outputs: Dict[str, Tuple[str, ...]]
     shared: Tuple[str, ...]  # locks/, logs/
     payload_inputs: Tuple[str, ...]  # inputs no stage writes: the job's own data
+    stage_locks: Dict[str, str] = field(default_factory=dict)  # stage -> its lock file (relative)
+    stage_logs: Dict[str, str] = field(default_factory=dict)  # stage -> its log file (relative)
 
     def generated(self) -> List[str]:
         """What this workflow's runs write, shortest first; never an input or a folder holding one."""
@@ -99,7 +101,7 @@ def _clean_sub(sub: str) -> Optional[str]:
     return "/".join(parts)
 
 
-def layout_from_pod(pod: dict, job_dir: Path, stage_values: Optional[Dict[str, dict]] = None) -> JobLayout:
+def layout_from_pod(pod: dict, job_dir: Path, stage_values: Optional[Mapping[str, dict]] = None) -> JobLayout:
     """Classify each container's payload mounts: inputs, outputs, the shared locks/logs.
 
     Inputs: the paths in NVIDIA_CLARA_INPUTPATHS (DAG form) or the stage's ``mount.in``
@@ -110,6 +112,8 @@ def layout_from_pod(pod: dict, job_dir: Path, stage_values: Optional[Dict[str, d
     inputs: Dict[str, Tuple[str, ...]] = {}
     outputs: Dict[str, Tuple[str, ...]] = {}
     shared: List[str] = []
+    locks: Dict[str, str] = {}
+    logs: Dict[str, str] = {}
     for container in pod.get("containers", []):
         name = container["name"]
         env = {e["name"]: str(e.get("value", "")) for e in container.get("env", [])}
@@ -130,6 +134,10 @@ def layout_from_pod(pod: dict, job_dir: Path, stage_values: Optional[Dict[str, d
             if path in (lock_dir.rstrip("/"), log_dir.rstrip("/")):
                 if sub not in shared:
                     shared.append(sub)
+                if path == lock_dir.rstrip("/") and env.get("NVIDIA_CLARA_LOCKNAME"):
+                    locks[name] = f"{sub}/{env['NVIDIA_CLARA_LOCKNAME']}"
+                if path == log_dir.rstrip("/"):
+                    logs[name] = f"{sub}/{os.path.basename(env['NVIDIA_CLARA_LOGNAME'])}"
             elif any(_within(p, path) for p in in_paths):
                 ins.append(sub)
             else:
@@ -138,7 +146,7 @@ def layout_from_pod(pod: dict, job_dir: Path, stage_values: Optional[Dict[str, d
     written = {o for outs in outputs.values() for o in outs}
     payload = sorted({i for ins in inputs.values() for i in ins if i not in written})
     return JobLayout(job_dir=job_dir, stage_inputs=inputs, stage_outputs=outputs, shared=tuple(shared),
-                     payload_inputs=tuple(payload))
+                     payload_inputs=tuple(payload), stage_locks=locks, stage_logs=logs)
 
 
 # --- fresh outputs -----------------------------------------------------------------------
@@ -166,7 +174,11 @@ def archive_previous(layout: JobLayout, keep: int = DEFAULT_KEEP, clean: bool = 
         return None
     if clean:
         for rel in present:
-            _remove(job_dir / rel)
+            if (job_dir / rel).is_symlink() and (job_dir / rel).is_dir():
+                for entry in (job_dir / rel).iterdir():
+                    _remove(entry)
+            else:
+                _remove(job_dir / rel)
         return None
     previous = read_record(job_dir / RECORD_NAME) or {}
     run_id = str(previous.get("run_id") or "")
@@ -178,9 +190,16 @@ def archive_previous(layout: JobLayout, keep: int = DEFAULT_KEEP, clean: bool = 
     while dest.exists():
         dest = dest.with_name(dest.name + "+")
     for rel in present:
-        target = dest / rel
+        source, target = job_dir / rel, dest / rel
+        if source.is_symlink() and source.is_dir():
+            # A folder the user linked elsewhere (logs -> ...): the link stays, what the
+            # previous run wrote through it moves.
+            target.mkdir(parents=True, exist_ok=True)
+            for entry in source.iterdir():
+                os.rename(entry, target / entry.name)
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(job_dir / rel, target)  # same file system: atomic per path, nothing copied
+        os.rename(source, target)  # same file system: atomic per path, nothing copied
     prune(job_dir, keep)
     return dest.name
 
@@ -259,30 +278,57 @@ def chart_version(chart_dir: Path) -> str:
 
 
 def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
-    """Whole or not at all: a temp file in the same folder, renamed into place. A full disk
-    leaves the previous file and no temp file, and the error names ``path``."""
+    """Whole or not at all (fsio.atomic_write): a full disk leaves the previous file and no
+    temporary file, and the error names ``path``."""
     from clara_wf import fsio
 
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     try:
-        fsio.atomic_write(path, text, durable=False)
+        fsio.atomic_write(path, json.dumps(data, indent=2) + "\n", durable=False, inside=path.parent)
     except OSError as err:
+        if err.filename:
+            raise
         raise OSError(err.errno, err.strerror, str(path)) from None
+
+
+def empty_stage(name: str) -> Dict[str, Any]:
+    return {
+        "stage": name,
+        "state": STAGE_WAITING,
+        "status": "",
+        "detail": "",
+        "exit_code": None,
+        "attempts": [],
+        "wait_s": None,
+        "run_s": None,
+        "start": None,
+        "end": None,
+        "log": None,
+        "outputs": [],
+    }
 
 
 @dataclass
 class RunRecord:
-    """``run.json`` of one run; every change is written at once (atomically)."""
+    """``run.json`` of one run; every change is written at once (atomically).
+
+    Top level: record_version, run_id, workflow, job_id, job_name, engine,
+    clara_wf_version, chart_version, start/end (ISO 8601 UTC) and their epochs,
+    duration_s, status (running, succeeded, failed, timeout, interrupted), message,
+    interrupted, mode (full, or from/only with the run reused), trtis_uri, stages (in
+    workflow order). Per stage: state (waiting, running, done, failed, stopped, reused,
+    skipped), the runner's status, detail, exit_code, attempts (the runner's, each with
+    its exit code), wait_s, run_s, start, end, log (relative to the job folder) and
+    outputs (path relative to the job folder, size, sha256).
+    """
 
     path: Path
     data: Dict[str, Any]
     layout: Optional[JobLayout] = None
-    t0: float = field(default_factory=time.monotonic)
 
     @classmethod
     def start(cls, *, job_dir: Path, run_id: str, workflow: str, job_id: str, job_name: str, engine: str,
               stages: List[str], chart_dir: Optional[Path] = None, layout: Optional[JobLayout] = None,
-              logs: Optional[Dict[str, Optional[str]]] = None, mode: Optional[Dict[str, Any]] = None,
+              mode: Optional[Dict[str, Any]] = None, trtis_uri: Optional[str] = None,
               write: bool = True) -> "RunRecord":
         now = time.time()
         data: Dict[str, Any] = {
@@ -301,24 +347,10 @@ class RunRecord:
             "duration_s": None,
             "status": RUNNING,
             "message": "",
+            "interrupted": False,
             "mode": mode or {"kind": "full"},
-            "trtis_uri": None,
-            "stages": {
-                name: {
-                    "state": STAGE_WAITING,
-                    "status": "",
-                    "attempts": [],
-                    "wait_s": None,
-                    "run_s": None,
-                    "start": None,
-                    "end": None,
-                    "exit_code": None,
-                    "message": "",
-                    "log": (logs or {}).get(name),
-                    "outputs": [],
-                }
-                for name in stages
-            },
+            "trtis_uri": trtis_uri,
+            "stages": [empty_stage(name) for name in stages],
         }
         record = cls(path=job_dir / RECORD_NAME, data=data, layout=layout)
         if write:
@@ -332,15 +364,23 @@ class RunRecord:
         self.data.update(fields)
         self.save()
 
+    def entry(self, name: str) -> Dict[str, Any]:
+        for entry in self.data["stages"]:
+            if entry["stage"] == name:
+                return entry
+        entry = empty_stage(name)
+        self.data["stages"].append(entry)
+        return entry
+
     def stage(self, name: str, **fields: Any) -> None:
-        self.data["stages"].setdefault(name, {}).update(fields)
+        self.entry(name).update(fields)
         self.save()
 
     def stage_from_runner(self, name: str, runner: Optional[Dict[str, Any]], state: str, exit_code: Optional[int],
-                          message: str = "", hash_outputs: bool = True) -> None:
+                          detail: str = "", hash_outputs: bool = True, **extra: Any) -> None:
         """Fill a stage's entry from its runner's lock or failure marker (docs/lock-protocol.md)."""
         runner = runner or {}
-        entry: Dict[str, Any] = {"state": state, "exit_code": exit_code, "message": message or runner.get("message", "")}
+        entry: Dict[str, Any] = {"state": state, "exit_code": exit_code, "detail": detail or runner.get("message", "")}
         if runner:
             entry["status"] = runner.get("status", "")
             entry["attempts"] = runner.get("attempts") or []
@@ -349,15 +389,18 @@ class RunRecord:
             if isinstance(start, (int, float)) and isinstance(end, (int, float)):
                 entry["start"], entry["end"] = iso(start), iso(end)
                 attempts = entry["attempts"]
-                entry["run_s"] = round(sum(a.get("run_s") or 0 for a in attempts), 6) if attempts else (
-                    round(end - start, 6) if runner.get("program_exit_code") is not None else None)
+                if attempts:
+                    entry["run_s"] = round(sum(a.get("run_s") or 0 for a in attempts), 6)
+                elif runner.get("program_exit_code") is not None:
+                    entry["run_s"] = round(end - start, 6)
+        entry.update(extra)
         if hash_outputs and self.layout is not None:
             entry["outputs"] = output_files(self.layout.job_dir, self.layout.stage_outputs.get(name, ()))
         self.stage(name, **entry)
 
     def finish(self, status: str, message: str) -> None:
         now = time.time()
-        self.set(status=status, message=message, end=iso(now), end_epoch=now,
+        self.set(status=status, message=message, end=iso(now), end_epoch=now, interrupted=status == INTERRUPTED,
                  duration_s=round(now - self.data["start_epoch"], 6))
 
 
@@ -423,10 +466,10 @@ def plan_rerun(job_dir: Path, workflow: str, stages: List[str], edges: Iterable[
         raise InputError(f"{option} {stage}: no successful run of workflow '{workflow}' on this job to reuse "
                          "outputs from; run the whole workflow first")
     run_id, folder, record = found
-    recorded = record.get("stages") or {}
+    recorded = stages_by_name(record)
     for name in reuse:
         entry = recorded.get(name)
-        if not isinstance(entry, dict) or entry.get("state") not in (STAGE_SUCCEEDED, STAGE_REUSED):
+        if not isinstance(entry, dict) or entry.get("state") not in (STAGE_DONE, STAGE_REUSED):
             raise InputError(f"{option} {stage}: run {run_id} has no successful result of stage {name} to reuse")
         for out in entry.get("outputs") or []:
             path = folder / str(out.get("path", ""))
@@ -459,8 +502,50 @@ def restore_reused(rerun: Rerun, layout: JobLayout, source_dir: Path) -> None:
                 shutil.copy2(src, dst, follow_symlinks=False)
 
 
-def stage_order(record: Dict[str, Any]) -> List[str]:
-    return list((record.get("stages") or {}).keys())
+def stages_by_name(record: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    stages = record.get("stages") or []
+    if isinstance(stages, dict):
+        return stages
+    return {str(s.get("stage")): s for s in stages if isinstance(s, dict)}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What :func:`prepare_job` did before a run's stages start."""
+
+    layout: JobLayout
+    archived_as: Optional[str]  # the previous run's files went to runs/<this>
+    reused: Dict[str, Dict[str, Any]]  # stage -> its entry in the run it was reused from
+
+
+def prepare_job(layout: JobLayout, run_id: str, job_id: str, rerun: Optional[Rerun] = None,
+                keep: int = DEFAULT_KEEP, clean: bool = False) -> Prepared:
+    """Give the run a job folder with only its own files: move (or delete) the previous
+    run's, then, for a rerun, copy back the reused stages' outputs and write their locks
+    (so that the stages run now find their upstream done, as in the run reused)."""
+    from clara_wf.runner import protocol
+
+    archived = archive_previous(layout, keep=keep, clean=clean)
+    reused: Dict[str, Dict[str, Any]] = {}
+    if rerun is not None:
+        source = rerun.source_dir
+        if source == layout.job_dir:  # it was the previous run: its files just moved
+            assert archived is not None
+            source = layout.job_dir / RUNS_DIR / archived
+        restore_reused(rerun, layout, source)
+        recorded = stages_by_name(rerun.source)
+        now = time.time()
+        for name in rerun.reuse:
+            reused[name] = recorded.get(name) or {}
+            lock = layout.stage_locks.get(name)
+            if lock:
+                path = layout.job_dir / lock
+                path.parent.mkdir(parents=True, exist_ok=True)
+                protocol.write_record_atomic(str(path), protocol.make_record(
+                    stage=name, lock=path.name, status=protocol.STATUS_SUCCEEDED, exit_code=0, program_exit_code=0,
+                    job_id=job_id, job_name="", start_epoch=now, end_epoch=now, waited_s=0.0,
+                    message=f"reused from run {rerun.source_run_id}"))
+    return Prepared(layout=layout, archived_as=archived, reused=reused)
 
 
 # --- reading runs back (logs, summaries) -------------------------------------------------
@@ -491,7 +576,7 @@ def find_run(job_dir: Path, run_id: Optional[str] = None, workflow: Optional[str
 def summary_rows(record: Dict[str, Any]) -> List[Dict[str, Any]]:
     """One row per stage for the end-of-run table."""
     rows = []
-    for name, entry in (record.get("stages") or {}).items():
+    for name, entry in stages_by_name(record).items():
         outputs = entry.get("outputs") or []
         rows.append({
             "stage": name,
@@ -503,3 +588,54 @@ def summary_rows(record: Dict[str, Any]) -> List[Dict[str, Any]]:
             "bytes": sum(o.get("size") or 0 for o in outputs),
         })
     return rows
+
+
+def relative_to_job(job_dir: Path, path: Optional[Path]) -> Optional[str]:
+    """A path inside the job folder as the record keeps it (relative: it moves with the run)."""
+    if path is None:
+        return None
+    try:
+        return Path(path).resolve().relative_to(job_dir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def stage_logs(job_dir: Path, run_id: Optional[str] = None, workflow: Optional[str] = None,
+               stage: Optional[str] = None) -> Tuple[Dict[str, Any], List[Tuple[str, Path]]]:
+    """The run's record and (stage, log file) of each of its stages (or of ``stage``)."""
+    folder, record = find_run(job_dir, run_id, workflow)
+    stages = stages_by_name(record)
+    if stage is not None and stage not in stages:
+        raise InputError(f"run {record.get('run_id')} has no stage {stage!r} (stages: {', '.join(stages) or 'none'})")
+    found = []
+    for name, entry in stages.items():
+        if stage is not None and name != stage:
+            continue
+        log = entry.get("log") if isinstance(entry, dict) else None
+        if log:
+            path = Path(log)
+            found.append((name, path if path.is_absolute() else folder / path))
+    return record, found
+
+
+def merged_log_lines(logs: List[Tuple[str, Path]], offsets: Optional[Dict[str, int]] = None) -> List[str]:
+    """New lines of each log since ``offsets`` (updated), ordered by their time stamps; with
+    several logs each line is prefixed with its stage."""
+    offsets = offsets if offsets is not None else {}
+    width = max((len(name) for name, _ in logs), default=0)
+    lines: List[Tuple[str, int, str]] = []
+    for order, (name, path) in enumerate(logs):
+        try:
+            with open(path, "rb") as f:
+                f.seek(offsets.get(name, 0))
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        end = data.rfind(b"\n") + 1  # a line still being written waits for its end
+        offsets[name] = offsets.get(name, 0) + end
+        for raw in data[:end].decode("utf-8", "replace").splitlines():
+            text = f"{name:>{width}} | {raw}" if len(logs) > 1 else raw
+            lines.append((raw[:24], order, text))
+    if len(logs) > 1:
+        lines.sort(key=lambda item: (item[0], item[1]))  # stable: a stage's own order is kept
+    return [text for _, _, text in lines]

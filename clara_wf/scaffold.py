@@ -40,7 +40,7 @@ def render_app(name: str) -> Dict[str, str]:
     if not TEMPLATE_DIR.is_dir():
         raise InputError(f"{TEMPLATE_DIR} is missing: the operator app template of clara-wf")
     return {
-        source.relative_to(TEMPLATE_DIR).as_posix(): charts._render(source.read_text(encoding="utf-8"), name, source)
+        source.relative_to(TEMPLATE_DIR).as_posix(): charts.render_template(source.read_text(encoding="utf-8"), name, source)
         for source in sorted(TEMPLATE_DIR.rglob("*"))
         if source.is_file() and "__pycache__" not in source.parts
     }

@@ -63,6 +63,16 @@ def leftovers(runtime, job_id: str) -> List[str]:
     return found
 
 
+def remove_job(runtime, job_id: str) -> None:
+    """A test's last resort (it failed or was interrupted): nothing of its job stays."""
+    if runtime.is_podman:
+        for pod in runtime.run("pod", "ps", "--quiet", "--filter", f"label=io.clara-wf.job={job_id}",
+                               what="pod ps").stdout.split():
+            runtime.run("pod", "rm", "--force", "--time", "0", pod, what="pod rm", ok_codes=range(256))
+    for container in leftovers(runtime, job_id):
+        runtime.run("rm", "--force", container, what="rm", ok_codes=range(256))
+
+
 def remove_stale_test_images(runtime) -> None:
     """Test images of sessions that died before their clean-up (their pid is gone)."""
     out = runtime.run("images", "--format", "{{.Repository}}:{{.Tag}}", what="images").stdout.split()

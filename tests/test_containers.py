@@ -226,7 +226,7 @@ def test_the_image_is_built_on_the_local_base_with_the_deps_in_a_venv(container_
 def test_missing_mmdebstrap_is_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.setattr(base_image.shutil, "which", lambda name: None)
     with pytest.raises(ExternalToolError, match="mmdebstrap is not installed.*--base-image"):
-        base_image._debootstrap(base_image.recipe(), tmp_path / "x.tar", lambda _m: None)
+        base_image.debootstrap(base_image.recipe(), tmp_path / "x.tar", lambda _m: None)
 
 
 def test_tools_base_image_reports_errors_in_one_line(tmp_path):

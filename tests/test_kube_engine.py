@@ -154,7 +154,9 @@ def test_fake_api_run_workflow_success_installs_then_uninstalls_what_it_installe
     assert wf[4]["workflow.payloads.hostPath"] == str(tmp_path / "test-data")
     assert wf[5] is True and wf[6] == "20s"  # helm --wait, bounded by the run's timeout
     assert [e.text for e in events if isinstance(e, LogLine)] == ["segmenting", "done"]
-    assert outcome.stages["ai-vnet"] == StageUpdate("ai-vnet", "done", "Completed", 0)
+    done = outcome.stages["ai-vnet"]
+    assert (done.stage, done.state, done.detail, done.exit_code, done.status) == ("ai-vnet", "done", "Completed", 0, "succeeded")
+    assert done.started is not None and done.ended is not None and done.ended >= done.started  # from the container status
 
 
 def test_fake_api_run_workflow_keep_keeps_releases(api, charts, tmp_path):

@@ -33,3 +33,18 @@ def test_mypy_finds_nothing_in_the_package():
     result = subprocess.run([_tool("mypy"), "--no-incremental", "--cache-dir", "/dev/null"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_module_uses_another_modules_private_names():
+    """A leading underscore means "this module's own": another module using it is a seam to make public."""
+    import re
+
+    imported = re.compile(r"^\s*from clara_wf[\w.]* import .*\b_[a-z]\w*", re.M)
+    attribute = re.compile(r"\b(?:charts|kube|local|triton_local|values_edit|ve|runs|fsio|journal|payload|dag|graph|"
+                           r"workflow|wf|rendering|helm|engines|processes|run_record|cluster|ready)\._[a-z]\w*\(")
+    found = []
+    for path in sorted((ROOT / "clara_wf").rglob("*.py")):
+        text = path.read_text()
+        found += [f"{path.relative_to(ROOT)}: {m.group(0).strip()}" for m in imported.finditer(text)]
+        found += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in attribute.finditer(text)]
+    assert not found, "\n".join(found)

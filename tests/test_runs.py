@@ -61,7 +61,7 @@ def _fake_run(job: Path, run_id: str, status: str = "succeeded", content: str = 
     for name in ("a", "b", "c"):
         record.stage_from_runner(name, {"status": "succeeded", "start_epoch": 1.0, "end_epoch": 2.0,
                                         "program_exit_code": 0, "attempts": [], "waited_s": 0.5},
-                                 "succeeded", 0)
+                                 "done", 0)
     record.finish(status, "")
 
 
@@ -102,9 +102,10 @@ def test_record_is_written_whole_with_versions_and_outputs(tmp_path):
     data = json.loads((tmp_path / "run.json").read_text())
     assert data["run_id"] == "r1" and data["status"] == "succeeded" and data["clara_wf_version"]
     assert data["duration_s"] is not None and data["end"] is not None
-    out = data["stages"]["a"]["outputs"]
+    stages = {s["stage"]: s for s in data["stages"]}
+    out = stages["a"]["outputs"]
     assert out == [{"path": "a/output/f.txt", "size": 15, "sha256": runs.sha256_of(tmp_path / "a/output/f.txt")}]
-    assert data["stages"]["a"]["wait_s"] == 0.5
+    assert stages["a"]["wait_s"] == 0.5 and stages["a"]["state"] == "done"
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
@@ -143,3 +144,15 @@ def test_restore_copies_the_reused_outputs_back(tmp_path):
 
 def test_run_ids_sort_by_time():
     assert runs.new_run_id(0) < runs.new_run_id(1) and runs.new_run_id(0).startswith("19700101T000000Z-")
+
+
+def test_a_linked_folder_stays_linked_and_its_contents_move(tmp_path):
+    _fake_run(tmp_path, "r1")
+    (tmp_path / "elsewhere").mkdir()
+    for log in (tmp_path / "logs").iterdir():
+        log.rename(tmp_path / "elsewhere" / log.name)
+    (tmp_path / "logs").rmdir()
+    (tmp_path / "logs").symlink_to(tmp_path / "elsewhere")
+    runs.archive_previous(runs.layout_from_pod(CHAIN, tmp_path))
+    assert (tmp_path / "logs").is_symlink() and os.listdir(tmp_path / "elsewhere") == []
+    assert (tmp_path / "runs" / "r1" / "logs" / "a.log").is_file()

@@ -79,7 +79,7 @@ def cache_lock(name: str) -> Iterator[None]:
         yield
 
 
-def _python_version(runtime: Runtime, ref: str) -> str:
+def python_version(runtime: Runtime, ref: str) -> str:
     out = runtime.run("run", "--rm", "--network", "none", ref, "python3", "-c",
                       "import sys; print('%d.%d' % sys.version_info[:2])",
                       what=f"python3 in {ref}", hint="rebuild the base image (tools/base_image.py --rebuild)").stdout
@@ -94,17 +94,17 @@ def ensure(runtime: Runtime, *, rebuild: bool = False, progress: Progress = lamb
     meta_file = cache_dir() / "base" / f"{key(spec)}.json"
     with cache_lock("base-image"):
         if not rebuild and runtime.image_exists(ref):
-            python = _cached_python(meta_file) or _python_version(runtime, ref)
+            python = _cached_python(meta_file) or python_version(runtime, ref)
             return BaseImage(ref, python, built=False, seconds=time.monotonic() - started)
         tarball = meta_file.with_suffix(".tar")
         if rebuild or not tarball.is_file():
-            _debootstrap(spec, tarball, progress)
+            debootstrap(spec, tarball, progress)
         progress(f"importing {tarball.name} as {ref} ...")
         runtime.run("import", "--change", f"ENV PATH={ENV_PATH}", "--change", 'CMD ["python3"]',
                     "--message", f"clara-wf base image: mmdebstrap {spec['variant']} {spec['suite']} "
                     f"+ {','.join(spec['packages'])}", str(tarball), ref,
                     what=f"{runtime.name} import of the base image", hint="check the runtime (podman info)")
-        python = _python_version(runtime, ref)
+        python = python_version(runtime, ref)
         fsio.atomic_write(meta_file, json.dumps({**spec, "ref": ref, "python": python}, indent=2) + "\n")
     return BaseImage(ref, python, built=True, seconds=time.monotonic() - started)
 
@@ -116,7 +116,7 @@ def _cached_python(meta_file: Path) -> Optional[str]:
         return None
 
 
-def _debootstrap(spec: dict, tarball: Path, progress: Progress) -> None:
+def debootstrap(spec: dict, tarball: Path, progress: Progress) -> None:
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
         raise ExternalToolError("mmdebstrap is not installed, so no local base image can be made: "

@@ -101,7 +101,7 @@ def choose_base(runtime: Runtime, requested: str, progress: Progress) -> Optiona
 
 def _python_of(runtime: Runtime, ref: str) -> str:
     if runtime.image_exists(ref):
-        return base_image._python_version(runtime, ref)
+        return base_image.python_version(runtime, ref)
     match = re.search(r"python:(\d+\.\d+)", ref)
     return match.group(1) if match else "%d.%d" % sys.version_info[:2]
 

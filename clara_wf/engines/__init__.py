@@ -9,19 +9,30 @@ this package registers the engine called NAME: it calls ``register(engine)`` at 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from clara_wf.engines.base import Engine, Outcome, RunPlan
 from clara_wf.errors import InputError
+
+if TYPE_CHECKING:
+    from clara_wf.engines.base import Engine, Outcome, RunPlan
 
 __all__ = ["AUTO", "Engine", "Outcome", "RunPlan", "available", "choose_engine", "get", "register"]
 
 AUTO = "auto"
 _NOT_ENGINES = {"base"}
-_registry: Dict[str, Engine] = {}
+_registry: Dict[str, "Engine"] = {}
 
 
-def register(engine: Engine) -> Engine:
+def __getattr__(name: str) -> Any:
+    # The protocol's names on demand: the CLI lists engine names at every start without them.
+    if name in ("Engine", "Outcome", "RunPlan"):
+        from clara_wf.engines import base
+
+        return getattr(base, name)
+    raise AttributeError(name)
+
+
+def register(engine: "Engine") -> "Engine":
     """Make ``engine`` available under ``engine.name`` (called by each engine module)."""
     _registry[engine.name] = engine
     return engine
@@ -36,7 +47,7 @@ def available() -> List[str]:
     return builtin + sorted(set(found) - set(builtin))
 
 
-def get(name: str) -> Engine:
+def get(name: str) -> "Engine":
     if name not in _registry:
         if name not in available():
             raise InputError(f"unknown engine {name!r}: choose one of {', '.join([AUTO, *available()])}")

@@ -15,7 +15,7 @@ it makes a new run with ``dataclasses.replace(plan.run, trtis_uri=...)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from clara_wf.events import EventSink, JobOutcome
 from clara_wf.workflow import DEFAULT_RELEASE, WorkflowRun
@@ -41,6 +41,16 @@ class RunPlan:
     trtis_uri: Optional[str] = None  # a Triton given by the user: the engine neither starts nor installs one
     runtime: str = "auto"  # container engine and image builds: podman, docker or auto (whichever answers)
     base_image: str = "auto"  # image builds: BASE_IMAGE (auto, local, dockerfile or an image reference)
+    # Runs (clara_wf/runs.py): this run's id; a rerun (--from/--only: a runs.Rerun) checked
+    # by run_test; how many earlier runs the job folder keeps, or clean = delete them.
+    # Engines that host the job folder call runs.prepare_job with these, then send RunStarted.
+    run_id: str = ""
+    rerun: Optional[Any] = None
+    keep_runs: int = 3
+    clean: bool = False
+    # Stop a Triton the engine started only when the caller says so (after it has shown the
+    # outcome); see JobOutcome.teardown.
+    defer_teardown: bool = False
 
 
 class Engine(Protocol):

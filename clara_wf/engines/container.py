@@ -49,6 +49,10 @@ engines.register(ContainerEngine())
 def check_images(runtime: Runtime, specs: List[pods.ContainerSpec], builds: List[StageBuild]) -> None:
     """Every stage image is in the runtime's store (nothing is pulled), else one line saying how to build it."""
     how = {b.stage: b for b in builds}
+    images = sorted({spec.image for spec in specs})
+    if runtime.run("image", "inspect", "--format", "{{.Id}}", *images, what=f"{runtime.name} image inspect",
+                   ok_codes=range(256)).exit_code == 0:
+        return  # one call for all: each inspect costs ~0.1 s
     for spec in specs:
         if runtime.image_exists(spec.image):
             continue
@@ -76,6 +80,9 @@ def run_workflow(plan: RunPlan, on_event: EventSink, helm=None, runtime: Optiona
     specs = pods.container_specs(pod_spec, run.job_dir)
     timings["render_s"] = time.monotonic() - t0
     check_images(runtime, specs, stage_builds(run, strict=False))
+    swept = pods.sweep_orphans(runtime)
+    if swept:
+        on_event(Info(f"removed what killed runs left behind: {', '.join(swept)}"))
     # The host's view of each container (lock and log files, mounts): the local engine's
     # plan with the pod's own paths (as under bwrap), which the runner inside each image uses.
     host_plans = local.plan_stages(run, pod_spec, work_dir, "bwrap")
@@ -88,7 +95,7 @@ def run_workflow(plan: RunPlan, on_event: EventSink, helm=None, runtime: Optiona
             specs = pods.container_specs(pod_spec, run.job_dir)
             timings["render_s"] = float(timings["render_s"]) + time.monotonic() - t0  # type: ignore[arg-type]
         by_stage = {spec.stage: spec for spec in specs}
-        pod = pods.Pod(runtime, run.job_id)
+        pod = pods.Pod(runtime, run.job_id, keep=plan.keep)
         interrupted = True
         try:
             t0 = time.monotonic()

@@ -27,18 +27,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from clara_wf import engines, payload, processes, rendering
+from clara_wf import engines, forked_runner, payload, processes, rendering, runs
 from clara_wf.engines.base import SANDBOXES, RunPlan
 from clara_wf.errors import ExternalToolError, InputError
 from clara_wf.events import (
@@ -51,15 +53,22 @@ from clara_wf.events import (
     Info,
     JobOutcome,
     LogLine,
+    RunStarted,
     StageState,
     StageUpdate,
     TritonReady,
 )
 from clara_wf.job_lock import other_jobs_running
+from clara_wf.runner import procs as procs_util
 from clara_wf.runner import protocol
 from clara_wf.workflow import WorkflowRun
 
 STOP_GRACE_S = processes.STOP_GRACE_S
+_KNOWN_CHILDREN: set = set()  # clara-wf's own children during a run: never ended as orphans
+# Runners forked from clara-wf (engines/forked_runner.py) with --sandbox none; CLARA_WF_FORK_RUNNERS=0
+# starts each as its own interpreter instead (what bench/local_run compares).
+FORK_RUNNERS = os.environ.get("CLARA_WF_FORK_RUNNERS", "1") != "0"
+_ORPHANS_POSSIBLE: set = set()  # non-empty once a runner ended without ending its program
 POLL_S = 0.01
 PYTHON_NAMES = {"python", "python3"}
 RUNNER_MODULE = "clara_wf.runner"
@@ -95,6 +104,7 @@ class StageRecord:
     exit_code: Optional[int] = None
     detail: str = ""
     status: str = ""
+    runner: Optional[dict] = None  # the runner's lock or failure marker
 
 
 def sandbox_available() -> bool:
@@ -246,7 +256,9 @@ def _link_app_dir(plan: StagePlan, app: Path) -> None:
 
 def _bwrap_argv(plan: StagePlan) -> List[str]:
     """A private root that binds the host's top-level folders, with the pod's paths on top."""
-    argv = ["bwrap", "--die-with-parent", "--tmpfs", "/"]
+    # Its own PID namespace: when the runner ends (even by SIGKILL), or clara-wf dies
+    # (--die-with-parent), the kernel ends every process of the stage, setsid'ed ones too.
+    argv = ["bwrap", "--die-with-parent", "--unshare-pid", "--tmpfs", "/"]
     for top in sorted(os.listdir("/")):
         if top in ("proc", "dev"):
             continue
@@ -272,6 +284,15 @@ def _pump(stream, stage: str, sink: "queue.Queue") -> None:
     for raw in iter(stream.readline, b""):
         sink.put(LogLine(stage, raw.decode("utf-8", "replace").rstrip("\n")))
     stream.close()
+
+
+def _stop_stages(procs: Dict[str, Any]) -> None:
+    """Stop runners (processes.stop_groups); then what a runner killed before it could end
+    its program left in its session, and note that orphans may have come to clara-wf."""
+    processes.stop_groups(list(procs.values()), STOP_GRACE_S)
+    for name, proc in procs.items():
+        if procs_util.kill_session(proc.pid):
+            _ORPHANS_POSSIBLE.add(name)
 
 
 def _payload_inputs(run: WorkflowRun, plans: List[StagePlan], pod: dict) -> List[Path]:
@@ -325,13 +346,24 @@ def run_workflow(plan: RunPlan, on_event: EventSink, helm=None) -> JobOutcome:
     plans = plan_stages(run, pod, work_dir, sandbox)
     timings["render_s"] = time.monotonic() - t0
     check_payload_inputs(run, plans, pod)
-    with stage_triton(plan, on_event, timings) as run:
+    # This run's job folder holds only its own files from here on (clara_wf/runs.py).
+    prepared = runs.prepare_job(runs.layout_from_pod(pod, run.job_dir, run.values), plan.run_id or runs.new_run_id(),
+                                run.job_id, plan.rerun, keep=plan.keep_runs, clean=plan.clean)
+    on_event(RunStarted(prepared))
+    selected = set(plan.rerun.run) if plan.rerun is not None else None
+    deferred: List[Callable[[], None]] = []
+    with stage_triton(plan, on_event, timings, deferred) as run:
         if run is not plan.run:  # the stages get the Triton's URI: render again with it
             t0 = time.monotonic()
             plans = plan_stages(run, rendering.job_pod_spec(rendering.render_documents(run, release=plan.release, helm=helm)),
                                 work_dir, sandbox)
             timings["render_s"] = float(timings["render_s"]) + time.monotonic() - t0  # type: ignore[arg-type]
+        if selected is not None:
+            plans = [p for p in plans if p.name in selected]
         outcome = run_stages(plans, work_dir, sandbox, plan.timeout, on_event, timings)
+    if deferred:
+        # The caller shows the outcome first, then stops Triton (JobOutcome.teardown).
+        outcome.teardown = deferred[0]
     timings["total_s"] = time.monotonic() - started
     outcome.timings = timings
     return outcome
@@ -345,11 +377,15 @@ def check_payload_inputs(run: WorkflowRun, plans: List[StagePlan], pod: dict) ->
 
 
 @contextlib.contextmanager
-def stage_triton(plan: RunPlan, on_event: EventSink, timings: Dict[str, object]) -> Iterator[WorkflowRun]:
+def stage_triton(plan: RunPlan, on_event: EventSink, timings: Dict[str, object],
+                 deferred: Optional[List[Callable[[], None]]] = None) -> Iterator[WorkflowRun]:
     """The Triton the stages use on this machine (local and container engines): ``--trtis-uri``
     checked, or the local one started (and stopped after the last run using it).
 
-    Yields the run with that Triton's URI (the plan's own run when no stage needs Triton)."""
+    Yields the run with that Triton's URI (the plan's own run when no stage needs Triton).
+    With ``plan.defer_teardown`` and a ``deferred`` list, a run that ends normally appends
+    the stop there instead of doing it (the caller shows the outcome first); an exception
+    (Ctrl-C) still stops Triton at once."""
     run, trtis_uri = plan.run, plan.trtis_uri
     if not run.needs_triton:
         yield run
@@ -390,10 +426,21 @@ def stage_triton(plan: RunPlan, on_event: EventSink, timings: Dict[str, object])
         on_event(TritonReady(uri))
         timings["triton_start_s"] = time.monotonic() - t0
         yield dataclasses.replace(run, trtis_uri=uri)
+        if release and plan.defer_teardown and deferred is not None:
+            deferred.append(functools.partial(_release_triton_deferred, state_dir, run.job_id, on_event, timings))
+            release = False
     finally:
         if release:
             with interrupts.deferred():
                 _release_triton(state_dir, run.job_id, on_event, timings)
+
+
+def _release_triton_deferred(state_dir: Path, job_id: str, on_event: EventSink, timings: Dict[str, object]) -> None:
+    """The stop handed to the caller (JobOutcome.teardown): signals wait until it is done."""
+    from clara_wf import interrupts
+
+    with interrupts.deferred():
+        _release_triton(state_dir, job_id, on_event, timings)
 
 
 def _auto_triton_marker(state_dir: Path) -> Path:
@@ -452,6 +499,15 @@ def run_stages(plans, work_dir, sandbox, timeout, on_event, timings, launch: Opt
     ``launch`` starts one stage's process (default: a host process, under bwrap or not);
     the container engine passes its own (a ``podman run`` whose exit is the container's)."""
     _prepare_folders(plans, work_dir, sandbox)
+    # Orphans of a runner killed with SIGKILL come to clara-wf (setsid'ed ones too) while
+    # the stages run: the engine ends them (_stand_in_for, and at the end). Children it had
+    # before (a Triton) are not touched. Only a runner that died without its record can
+    # leave any: a runner that ends normally has ended its program's descendants.
+    _ORPHANS_POSSIBLE.clear()
+    subreaper = procs_util.become_subreaper()
+    if subreaper:
+        _KNOWN_CHILDREN.clear()
+        _KNOWN_CHILDREN.update(p for p in procs_util.descendants(os.getpid()) if procs_util.parent_of(p) == os.getpid())
     records = {p.name: StageRecord(p.name) for p in plans}
     procs: Dict[str, subprocess.Popen] = {}
     logs: "queue.Queue" = queue.Queue()
@@ -460,13 +516,14 @@ def run_stages(plans, work_dir, sandbox, timeout, on_event, timings, launch: Opt
         for plan in plans:
             proc = (launch or (lambda p: _start_host_process(p, sandbox)))(plan)
             procs[plan.name] = proc
+            _KNOWN_CHILDREN.add(proc.pid)
             for stream in (proc.stdout, proc.stderr):
                 threading.Thread(target=_pump, args=(stream, plan.name, logs), daemon=True).start()
             on_event(StageUpdate(plan.name, WAITING, ", ".join(plan.wait_names)))
         timings["launch_s"] = time.monotonic() - t_launch
         outcome = _watch(plans, procs, records, logs, timeout, on_event)
     except BaseException:
-        processes.stop_groups(procs.values(), STOP_GRACE_S)
+        _stop_stages(procs)
         with contextlib.suppress(Exception):  # the display may be gone (a closed pipe)
             _drain(logs, on_event)
         by_name = {p.name: p for p in plans}
@@ -477,26 +534,38 @@ def run_stages(plans, work_dir, sandbox, timeout, on_event, timings, launch: Opt
                 with contextlib.suppress(Exception):
                     on_event(_update(record, by_name[name]))
         raise
+    finally:
+        if subreaper:
+            if _ORPHANS_POSSIBLE:
+                procs_util.end_orphans(_KNOWN_CHILDREN)
+            procs_util.become_subreaper(False)
     _drain(logs, on_event)
     timings["stages"] = {r.name: (r.ended - r.started) if r.started and r.ended else None for r in records.values()}
     return outcome
 
 
-def _start_host_process(plan: StagePlan, sandbox: str) -> subprocess.Popen:
+def _start_host_process(plan: StagePlan, sandbox: str) -> Any:
+    """A ``subprocess.Popen`` of the stage's container command (under bwrap), or, with
+    --sandbox none, its runner forked from clara-wf (no interpreter start per stage)."""
     argv = _bwrap_argv(plan) if sandbox == "bwrap" else plan.argv
     cwd = None if sandbox == "bwrap" else plan.cwd
+    program = forked_runner.runner_program(argv) if sandbox == "none" and FORK_RUNNERS else None
     try:
+        if program is not None:
+            return forked_runner.ForkedRunner(program, _stage_env(plan), cwd)
         return processes.start_group(argv, cwd=cwd, env=_stage_env(plan), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, die_with_parent=True)
     except ExternalToolError as err:
         raise ExternalToolError(f"stage {plan.name}: {err}") from None
+    except OSError as err:  # fork() refused (no memory, process limit)
+        raise ExternalToolError(f"stage {plan.name}: cannot start its runner: {err.strerror or err}") from None
 
 
 def _update(record: StageRecord, plan: StagePlan) -> StageUpdate:
     """The stage's state as an event, with what the run record keeps."""
     return StageUpdate(record.name, record.state, record.detail, record.exit_code, status=record.status,
                        started=record.started, ended=record.ended,
-                       log=str(plan.log_file) if plan.log_file else None)
+                       log=str(plan.log_file) if plan.log_file else None, runner=record.runner)
 
 
 def _drain(logs: "queue.Queue", on_event: EventSink) -> None:
@@ -512,6 +581,7 @@ def _watch(plans, procs, records, logs, timeout, on_event) -> JobOutcome:
     by_name = {p.name: p for p in plans}
     pending = set(procs)
     timed_out = False
+    still: set = set()
     while pending:
         try:
             on_event(logs.get(timeout=POLL_S))
@@ -529,10 +599,15 @@ def _watch(plans, procs, records, logs, timeout, on_event) -> JobOutcome:
                 continue
             pending.discard(name)
             _finish(plan, record, code)
+            if record.runner is None:
+                # The runner died without its record (SIGKILL, a full disk, LOCKDIR gone):
+                # its dependants must learn it now, not at their TIMEOUT.
+                _stand_in_for(plan, record, procs[name], plans, procs, records, pending, on_event)
             on_event(_update(record, plan))
         if deadline is not None and time.monotonic() > deadline and pending:
             timed_out = True
-            processes.stop_groups([procs[n] for n in sorted(pending)], STOP_GRACE_S)
+            still = set(pending)
+            _stop_stages({n: procs[n] for n in pending})
             for name in sorted(pending):
                 record = records[name]
                 record.state, record.ended = FAILED, time.time()
@@ -546,8 +621,7 @@ def _watch(plans, procs, records, logs, timeout, on_event) -> JobOutcome:
     root = _root_cause(failed, by_name)
     stages = {r.name: _update(r, by_name[r.name]) for r in records.values()}
     if timed_out:
-        stopped = [r.name for r in failed if r.status == "timeout"]  # not the stages that had already ended
-        message = f"the workflow did not finish within {timeout:g} s (still running: {', '.join(stopped)})"
+        message = f"the workflow did not finish within {timeout:g} s (still running: {', '.join(sorted(still))})"
     elif root:
         message = f"stage {root.name} failed: {root.detail}"
     else:
@@ -563,6 +637,7 @@ def _finish(plan: StagePlan, record: StageRecord, code: int) -> None:
     marker_path = plan.lock_dir / protocol.failure_marker_name(plan.lock_name)
     marker = protocol.read_record(str(marker_path)) if marker_path.exists() else None
     source = lock if code == 0 else marker
+    record.runner = source or None
     if source:
         record.started = source.get("start_epoch") or record.started
         record.ended = source.get("end_epoch") or record.ended
@@ -581,6 +656,39 @@ def _finish(plan: StagePlan, record: StageRecord, code: int) -> None:
         record.detail = f"exited with {code}"
     if plan.log_file:
         record.detail += f" (log: {plan.log_file})"
+
+
+def _stand_in_for(plan: StagePlan, record: StageRecord, proc: subprocess.Popen, plans: List[StagePlan],
+                  procs: Dict[str, subprocess.Popen], records: Dict[str, StageRecord], pending: set,
+                  on_event: EventSink) -> None:
+    """Write the failure marker a dead runner could not write, so its dependants stop within
+    a hand-off; when that fails too (full disk, LOCKDIR gone), stop them directly."""
+    procs_util.kill_session(proc.pid)  # its program, if the runner was killed before ending it
+    procs_util.end_orphans(_KNOWN_CHILDREN)  # what it had setsid'ed, re-parented to clara-wf
+    _ORPHANS_POSSIBLE.add(plan.name)
+    why = record.detail or "ended"
+    message = f"the stage runner ended without writing its lock or failure marker ({why})"
+    now = time.time()
+    marker = plan.lock_dir / protocol.failure_marker_name(plan.lock_name)
+    try:
+        protocol.write_record_atomic(str(marker), protocol.make_record(
+            stage=plan.name, lock=plan.lock_name, status=protocol.STATUS_FAILED, exit_code=record.exit_code or 1,
+            program_exit_code=None, job_id=plan.env.get("NVIDIA_CLARA_JOBID", ""),
+            job_name=plan.env.get("NVIDIA_CLARA_JOBNAME", ""), start_epoch=record.started or now, end_epoch=now,
+            waited_s=None, failed_stage=plan.name, message=message))
+        record.detail = message
+        return
+    except OSError as err:
+        record.detail = f"{message}; cannot write {err.filename or marker}: {err.strerror or err}"
+    owner = {p.lock_name: p.name for p in plans}
+    below = runs.downstream_of(plan.name, [(owner[w], p.name) for p in plans for w in p.wait_names if w in owner])
+    for name in sorted(below - {plan.name}):
+        if name in pending and procs[name].poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(procs[name].pid, signal.SIGTERM)  # the runner writes `terminated` where it can
+            other = records[name]
+            other.status = protocol.STATUS_UPSTREAM_FAILED
+            other.detail = f"stopped: upstream stage {plan.name} failed without a record"
 
 
 def _root_cause(failed: List[StageRecord], plans: Dict[str, StagePlan]) -> Optional[StageRecord]:

@@ -147,17 +147,24 @@ class JobWatch:
                 continue
             st = cs.state
             if st.terminated is not None:
-                code = st.terminated.exit_code
+                t = st.terminated
+                code = t.exit_code
+                # The runner leaves its lock record in the termination message (attempts, wait):
+                # the run record is then the same as the local engine's.
+                runner = _runner_record(t.message)
+                times: Dict[str, Any] = dict(started=_epoch(t.started_at), ended=_epoch(t.finished_at), runner=runner,
+                                             status=(runner or {}).get("status") or _runner_status(code))
                 if code == 0:
-                    self._emit_stage(StageUpdate(stage, DONE, st.terminated.reason or "Completed", 0))
+                    self._emit_stage(StageUpdate(stage, DONE, t.reason or "Completed", 0, **times))
                 else:
-                    detail = f"{st.terminated.reason or 'Error'} (exit code {code})"
-                    if st.terminated.message:
-                        detail += f": {one_line(st.terminated.message)[:200]}"
-                    self._emit_stage(StageUpdate(stage, FAILED, detail, code))
+                    detail = f"{t.reason or 'Error'} (exit code {code})"
+                    text = (runner or {}).get("message") or (t.message if runner is None else "")
+                    if text:
+                        detail += f": {one_line(text)[:200]}"
+                    self._emit_stage(StageUpdate(stage, FAILED, detail, code, **times))
                 self._start_log(name, stage)
             elif st.running is not None:
-                self._emit_stage(StageUpdate(stage, RUNNING, "running"))
+                self._emit_stage(StageUpdate(stage, RUNNING, "running", started=_epoch(st.running.started_at)))
                 self._start_log(name, stage)
             else:
                 waiting = st.waiting
@@ -330,3 +337,37 @@ class JobWatch:
                     self._handle(item)
                 except ClusterError:
                     pass
+
+
+def _epoch(when: Any) -> Optional[float]:
+    """A container status time (datetime from the client) as epoch seconds."""
+    try:
+        return float(when.timestamp()) if when is not None else None
+    except (AttributeError, ValueError, OverflowError):
+        return None
+
+
+def _runner_record(message: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The stage runner's record, when it wrote one as the termination message."""
+    import json
+
+    if not message or not message.lstrip().startswith("{"):
+        return None
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("protocol") else None
+
+
+def _runner_status(code: Optional[int]) -> str:
+    from clara_wf.runner import protocol
+
+    if code == 0:
+        return protocol.STATUS_SUCCEEDED
+    return {protocol.EXIT_CONFIG: protocol.STATUS_CONFIG_ERROR, protocol.EXIT_TIMEOUT: protocol.STATUS_TIMEOUT,
+            protocol.EXIT_UPSTREAM_FAILED: protocol.STATUS_UPSTREAM_FAILED,
+            protocol.EXIT_START_FAILED: protocol.STATUS_START_FAILED,
+            protocol.EXIT_LOCK_WRITE: protocol.STATUS_LOCK_WRITE_FAILED,
+            protocol.EXIT_RUN_TIMEOUT: protocol.STATUS_RUN_TIMEOUT,
+            protocol.EXIT_LOCKDIR_GONE: protocol.STATUS_LOCKDIR_GONE}.get(code or 0, protocol.STATUS_FAILED)

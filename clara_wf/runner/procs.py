@@ -14,20 +14,48 @@ import os
 import signal
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Set
 
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def become_subreaper() -> bool:
-    """True when orphans of our descendants now come to us (Linux 3.4+)."""
+PR_SET_NAME = 15
+PROCESS_NAME = b"clara-wf-stage"  # what ps/top show as a runner's name (comm)
+
+
+def name_process(name: bytes = PROCESS_NAME) -> None:
+    """Name this process (its comm, at most 15 bytes) so that ps shows what it is."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+def become_subreaper(on: bool = True) -> bool:
+    """True when orphans of our descendants now come to us (Linux 3.4+); ``on=False`` ends it
+    (a long-lived process must, or it collects zombies it never reaps)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Get ``signum`` when the parent (the thread that forked us) ends (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(1, signum, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return False
 
@@ -171,6 +199,41 @@ def kill_session(sid: int, signum: int = signal.SIGKILL) -> List[int]:
     pids = session_members(sid)
     _signal_all(pids, signum)
     return pids
+
+
+def end_orphans(keep: Set[int], grace: float = 1.0) -> List[int]:
+    """For a launcher that is a subreaper: end the processes re-parented to it (and theirs),
+    other than its own children in ``keep``; the pids ended. Setsid'ed descendants of a
+    runner killed with SIGKILL land here."""
+    me = os.getpid()
+    below = descendants(me)
+    roots = [pid for pid in below if parent_of(pid) == me and pid not in keep]
+    doomed: List[int] = []
+    for root in roots:
+        doomed.append(root)
+        doomed.extend(descendants(root))
+    alive = [p for p in doomed if _alive(p)]
+    _signal_all(alive, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while [p for p in alive if _alive(p)] and time.monotonic() < deadline:
+        _reap(roots)
+        time.sleep(0.005)
+    _signal_all([p for p in alive if _alive(p)], signal.SIGKILL)
+    for _ in range(200):
+        if not _reap(roots):
+            break
+        time.sleep(0.005)
+    return alive
+
+
+def parent_of(pid: int) -> int:
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return int(fields[1]) if len(fields) > 1 else 0
 
 
 def kill_group(pgid: int, signum: int) -> None:

@@ -6,6 +6,7 @@ in-process Driver (callbacks run instead).
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -70,6 +71,26 @@ def write_all(fd: int, data: bytes) -> None:
         except OSError:
             return  # a closed stderr or full disk must not stop the stage
         view = view[n:]
+
+
+TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
+TERMINATION_LIMIT = 4096  # what Kubernetes keeps of it
+
+
+def termination_message(record: Dict[str, Any]) -> None:
+    """In a Kubernetes container, leave the record as the termination message, so that the
+    engine reads attempts and times from the container's status. Elsewhere: nothing."""
+    if not os.path.isfile(TERMINATION_LOG):
+        return
+    data = json.dumps(record, sort_keys=True)
+    if len(data) > TERMINATION_LIMIT:
+        record = dict(record, attempts=[{k: v for k, v in a.items() if k != "message"} for a in record.get("attempts", [])][-10:])
+        data = json.dumps(record, sort_keys=True)[:TERMINATION_LIMIT]
+    try:
+        with open(TERMINATION_LOG, "w") as f:
+            f.write(data)
+    except OSError:
+        pass
 
 
 def report_config_error(err: ConfigError, job_id: str = "", job_name: str = "") -> None:
@@ -354,6 +375,7 @@ class StageSession:
                 write_record_atomic(path, record)
             except OSError as e:
                 self.status("cannot write the failure marker %s: %s" % (path, e.strerror or e))
+            termination_message(record)
         return exit_code
 
     def succeed(self, start_epoch: float, detail: str) -> int:
@@ -362,13 +384,15 @@ class StageSession:
         if not path:
             self.status(detail + "; no lock to write (%s=TRUE)" % var("NOSYNCLOCK"))
             return 0
+        record = self._record(STATUS_SUCCEEDED, 0, 0, start_epoch, None, "")
         try:
-            write_record_atomic(path, self._record(STATUS_SUCCEEDED, 0, 0, start_epoch, None, ""))
+            write_record_atomic(path, record)
         except OSError as e:
             message = "%s, but cannot write %s: %s" % (detail, path, e.strerror or e)
             self.status(message)
             return self.fail(STATUS_LOCK_WRITE_FAILED, EXIT_LOCK_WRITE, message, 0, start_epoch=start_epoch)
         self.status("%s; wrote %s" % (detail, path))
+        termination_message(record)
         return 0
 
 

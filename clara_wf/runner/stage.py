@@ -62,6 +62,7 @@ def run_stage(argv: List[str], env: Mapping[str, str]) -> int:
     # Before anything is started: orphans of the program's children come to the runner,
     # which ends them with the stage (procs.py).
     procs.become_subreaper()
+    procs.name_process()
     session = StageSession(cfg)
     try:
         try:
