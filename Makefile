@@ -1,7 +1,7 @@
 # clara-wf: one-command set-up, demo and tests on a fresh machine.
 #   make setup   create .venv, install the project and its tools (helm, kubectl; bubblewrap, podman,
 #                mmdebstrap, dcmtk, orthanc and dicom3tools from Debian when root); fast when done
-#   make demo    setup, then run the main job (clara-wf test on the sample data)
+#   make demo    setup, then run the main job (clara-wf test ct: DICOM in, DICOM SEG out, PNG overlays)
 #   make test    setup, then the whole suite (chart and CLI tests again under the other Helm major)
 # HELM_MAJOR=3 selects Helm v3.19.0 instead of the default v4.1.4.
 
@@ -27,8 +27,11 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[test,local,dicom]'
 	@touch $@
 
+# The main job, DICOM in -> DICOM out: the guide's `ct` workflow on the phantom CT series
+# (dicom-reader -> recon -> ai-vnet on a local Triton -> dicom-writer), then a picture of each SEG.
 demo: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/clara-wf test
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/clara-wf test ct
+	$(VENV)/bin/python tools/seg_overlay.py
 
 test: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -q

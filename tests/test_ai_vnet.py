@@ -3,6 +3,7 @@ local Triton serving test-data/models (slow), and its folder/error handling (fas
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -178,6 +179,10 @@ def test_phantom_segmentation_through_triton_matches_the_ground_truth(triton, tm
     assert geometry(seg) == geometry(source)  # size, spacing, origin, direction
     report = phantom_module().dice_report(sitk.GetArrayFromImage(seg))
     assert all(value >= 0.9 for value in report.values()), report
+    # What the labels mean, from the model's config, for dicom-writer's SEG.
+    table = json.loads((tmp_path / "output" / "recon.seg.json").read_text())
+    assert table["kind"] == "clara-wf/labels" and table["algorithm"] == {"name": MODEL_NAME, "version": "1"}
+    assert [(e["value"], e["name"]) for e in table["labels"]] == [(1, "Soft tissue"), (2, "Lung"), (3, "Bone")]
 
 
 @pytest.mark.slow

@@ -30,7 +30,8 @@ def ct_chart(project) -> Path:
     """The seed's `ct` workflow made renderable: its missing stages scaffolded with `cs`."""
     p = find_project(start=project)
     for name in ("dicom-reader", "recon", "dicom-writer"):
-        charts.create_stage(p, name)
+        if name not in charts.list_stages(p):
+            charts.create_stage(p, name)
     return p.chart_dir
 
 
@@ -156,7 +157,8 @@ def test_explicit_io_folders_override_the_default_chain():
 @pytest.mark.parametrize(
     "set_string, values, message",
     [
-        ({"workflow.id": "ct"}, None, 'workflow "ct" uses stage "dicom-reader", which has no values'),
+        ({"workflow.id": "ghost"}, {"workflows": {"ghost": {"stages": ["ghost-stage"]}}},
+         'workflow "ghost" uses stage "ghost-stage", which has no values'),
         ({"workflow.id": "nope"}, None, 'workflow.id "nope" is not defined under workflows'),
         ({"job.id": "not-a-uuid"}, None, "not-a-uuid"),
         ({"workflow.payloads.hostPath": "relative/path"}, None, "relative/path"),

@@ -234,3 +234,23 @@ def test_tools_base_image_reports_errors_in_one_line(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "base_image: error: unknown container runtime 'lxc': choose one of auto, podman, docker"
+
+
+def test_ps_json_is_read_in_podmans_and_dockers_forms():
+    """podman 4.3 prints one JSON array with label maps; docker one object a line with "k=v,k=v"."""
+    podman_out = json.dumps([{"Id": "a1", "Labels": {"io.clara-wf.pid": "12"}}], indent=2)
+    docker_out = '{"ID": "b2", "Labels": "io.clara-wf.pid=34,io.clara-wf.run=r"}\n{"ID": "c3", "Labels": ""}\n'
+    assert [pod._labels(e) for e in pod._json_entries(podman_out)] == [{"io.clara-wf.pid": "12"}]
+    entries = pod._json_entries(docker_out)
+    assert [e["ID"] for e in entries] == ["b2", "c3"]
+    assert pod._labels(entries[0]) == {"io.clara-wf.pid": "34", "io.clara-wf.run": "r"}
+    assert pod._labels(entries[1]) == {}
+    assert pod._json_entries("") == [] and pod._json_entries("Error: no such thing") == []
+
+
+def test_runs_are_labelled_with_their_clara_wf_pid_and_keep():
+    import os
+
+    kept = pod.Pod(runtime.Runtime("podman", "podman"), JOB, name="p", keep=True).labels()
+    assert f"io.clara-wf.pid={os.getpid()}" in kept and "io.clara-wf.keep=true" in kept
+    assert "io.clara-wf.keep=true" not in pod.Pod(runtime.Runtime("podman", "podman"), JOB, name="p").labels()

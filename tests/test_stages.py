@@ -172,7 +172,7 @@ def test_ds_refuses_a_stage_a_workflow_uses_naming_the_workflows(project):
     assert run_cli("cs", "dicom-reader", cwd=project).returncode == 0
     before = tree_digest(project)
     result = run_cli("ds", "dicom-reader", cwd=project)
-    assert_one_line_error(result, 2, "used by workflow(s) ai, ct, dicom-reader-only", "--force")
+    assert_one_line_error(result, 2, "used by workflow(s) ", "ai, ct, dicom-reader-only", "--force")
     assert tree_digest(project) == before
     assert run_cli("delete", "dicom-reader", "--force", cwd=project).returncode == 0
     assert not (project / STAGES / "dicom-reader").exists()

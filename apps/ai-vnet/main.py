@@ -31,7 +31,8 @@ from pathlib import Path
 
 from clara_wf.payload import PayloadError, parse_paths
 
-STAGE = "ai-vnet"
+# The same program serves ai-livertumor (another model): messages carry the stage's name.
+STAGE = os.environ.get("NVIDIA_CLARA_STAGENAME") or "ai-vnet"
 SUFFIXES = (".mhd", ".nii.gz", ".nii")
 OUTPUT_SUFFIX = ".seg.mhd"
 
@@ -155,6 +156,28 @@ class Segmenter:
                 f"add it to the model repository or set TRITON_MODEL_NAME"
             )
 
+    def label_table(self):
+        """What the labels mean, from the model's configuration (``parameters.labels``, a JSON
+        list of {value, name, category, type}); None when the model does not say."""
+        import json
+
+        try:
+            config = self.client.get_model_config(self.model, self.version)
+            metadata = self.client.get_model_metadata(self.model, self.version)
+        except Exception:
+            return None
+        text = ((config.get("parameters") or {}).get("labels") or {}).get("string_value")
+        try:
+            labels = json.loads(text) if text else None
+        except ValueError:
+            raise StageError(f"model {self.model!r}: parameters.labels in its config.pbtxt is not JSON") from None
+        versions = metadata.get("versions") or []
+        return {
+            "kind": "clara-wf/labels",
+            "algorithm": {"name": self.model, "version": self.version or (max(versions, key=int) if versions else "")},
+            "labels": labels or [],
+        }
+
     def __call__(self, volume):
         import numpy as np
 
@@ -176,7 +199,7 @@ class Segmenter:
         return labels.reshape(volume.shape)
 
 
-def segment_file(source, target, segmenter):
+def segment_file(source, target, segmenter, table=None):
     import SimpleITK as sitk
 
     try:
@@ -199,6 +222,10 @@ def segment_file(source, target, segmenter):
         sitk.WriteImage(seg, str(target), False)
     except RuntimeError as exc:
         raise StageError(f"cannot write {target}: {str(exc).strip().splitlines()[-1]}") from None
+    if table is not None:  # <name>.seg.json: what dicom-writer puts into the DICOM Segmentation
+        import json
+
+        target.with_suffix(".json").write_text(json.dumps(table, indent=1) + "\n")
     return image.GetSize(), seconds
 
 
@@ -208,9 +235,10 @@ def run(env=None):
     sources = find_inputs(input_dir)
     segmenter = Segmenter(env)
     segmenter.check()
+    table = segmenter.label_table()
     for source in sources:
         target = output_path(source, input_dir, output_dir)
-        size, seconds = segment_file(source, target, segmenter)
+        size, seconds = segment_file(source, target, segmenter, table)
         print(
             f"{STAGE}: {source.relative_to(input_dir)} ({'x'.join(map(str, size))}) -> {target} "
             f"[{segmenter.model} at {segmenter.uri}, {seconds * 1000:.0f} ms]",

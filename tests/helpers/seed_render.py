@@ -30,7 +30,8 @@ def render_all(helm: str) -> dict:
         shutil.copytree(REPO / "charts", root / "charts")
         project = find_project(start=root)
         for name in EXTRA_STAGES:
-            charts.create_stage(project, name)
+            if not (project.chart_dir / "templates" / "stages" / name).is_dir():
+                charts.create_stage(project, name)
         out = {}
         for workflow in SEED_WORKFLOWS:
             argv = [helm, "template", "test-wf", str(project.chart_dir), "--namespace", "default"]

@@ -57,7 +57,9 @@ def triton_server(state_dir: Path, model_repository: Path = MODELS) -> Iterator:
     except ExternalToolError as exc:
         pytest.skip(f"no local Triton: {exc}")
     try:
-        instance = triton_local.start(state_dir, model_repository, timeout=120)
+        # A free port, not 8000: on a shared machine another Triton may take 8000 between our
+        # check and our bind, and its readiness would then pass for ours.
+        instance = triton_local.start(state_dir, model_repository, http_port=free_port(), timeout=120)
         yield instance
     finally:
         triton_local.stop(state_dir)
