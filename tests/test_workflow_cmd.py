@@ -60,8 +60,8 @@ def test_remove_refusals_change_nothing(bare):
 
 
 def test_ds_of_a_stage_in_use_points_at_the_workflow_commands(bare):
-    assert_one_line_error(run_cli("ds", "ai-vnet", cwd=bare), 2, "used by workflow(s) ai-only, ct",
-                          "`clara-wf workflow show ai-only`", "`clara-wf workflow remove ai-only`")
+    assert_one_line_error(run_cli("ds", "ai-vnet", cwd=bare), 2, "used by workflow(s) ", "ai-only, ct;",
+                          "`clara-wf workflow show ", "`clara-wf workflow remove ")
 
 
 @pytest.mark.helm
