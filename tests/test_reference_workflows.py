@@ -17,7 +17,8 @@ import pytest
 import yaml
 from helpers import JOB, REPO, assert_one_line_error, run_cli
 
-pytestmark = pytest.mark.helm
+# The fast runs are `helm`-marked (run again under the other Helm major by `make test`); the
+# Triton-backed ones run once, to keep the suite's time modest.
 WALKTHROUGH_JOB = "11111111-1111-1111-1111-111111111111"
 sys.path.insert(0, str(REPO / "tools"))
 import make_phantom as mp  # noqa: E402
@@ -96,12 +97,14 @@ def test_the_guides_ids_map_to_the_documented_stages():
     assert all(workflow_id in doc for workflow_id in [*GUIDE, *NOT_MAPPED])
 
 
+@pytest.mark.helm
 @pytest.mark.parametrize("workflow_id", sorted(NOT_MAPPED))
 def test_ids_the_guide_does_not_define_say_so_in_one_line(project, workflow_id):
     result = run_cli("test", workflow_id, cwd=project, env={"KUBECONFIG": str(project / "no-kubeconfig")})
     assert_one_line_error(result, 2, f"no workflow {workflow_id!r}")
 
 
+@pytest.mark.helm
 def test_walkthrough_dicom_reader_only_on_the_guides_file(project):
     """`clara-wf test dicom-reader-only 11111111-…` on test-data/1111…/…/SOP-uid.dcm."""
     run(project, "dicom-reader-only", WALKTHROUGH_JOB)
@@ -113,6 +116,7 @@ def test_walkthrough_dicom_reader_only_on_the_guides_file(project):
     assert (out / data["volume"]).is_file()
 
 
+@pytest.mark.helm
 def test_dicom_writer_only_writes_the_ground_truth_as_a_seg(project):
     import highdicom as hd
 
@@ -147,6 +151,7 @@ def test_dicom_reader_writer_round_trips_the_series(project):
     assert np.array_equal(volumes[(128, 128, 32)], mp.make_abdomen()[0])
 
 
+@pytest.mark.helm
 def test_recon_only_reconstructs_the_shipped_projections(project):
     run(project, "613e3fce-0d96-495a-a760-f43e68deefd8")
     assert job(project, "recon", "output", "recon.mhd").is_file()
