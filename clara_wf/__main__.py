@@ -17,6 +17,9 @@ def _early(signum, frame):
 
 
 def run() -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and
+    # Python keeps it so: Ctrl-C (or `kill -INT`) would then never stop a run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _early)
     try:

@@ -823,6 +823,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     cli = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
     verbose = any(a in ("--verbose", "-v") for a in args[: args.index("--") if "--" in args else len(args)])
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop_on)
     try:
