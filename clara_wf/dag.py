@@ -78,10 +78,24 @@ def workflow_ids(data: Mapping[str, Any]) -> List[str]:
     return sorted(str(k) for k in workflows) if isinstance(workflows, dict) else []
 
 
+# Pipeline ids of the guide (seed 003) that name no stages it lists: say what is missing
+# instead of a bare "no workflow" (docs/reference-pipeline.md).
+UNDEFINED_GUIDE_PIPELINES = {
+    "a78b1e7a-0325-4d42-b90f-207eb576b14f": "ct-partial",
+}
+
+
 def find_workflow(data: Mapping[str, Any], workflow_id: str, values_file: Path) -> Any:
     """``workflows.<id>`` of parsed values; InputError listing the known ids when it is missing."""
     workflows = data.get("workflows") or {}
     if not isinstance(workflows, dict) or workflow_id not in workflows:
+        guide_name = UNDEFINED_GUIDE_PIPELINES.get(workflow_id)
+        if guide_name:
+            raise InputError(
+                f"the guide's pipeline {guide_name!r} ({workflow_id}) is not defined: the guide does not say which "
+                f"of the ct stages it runs; add workflows.{workflow_id} to {values_file} with the stages you mean "
+                "(see docs/reference-pipeline.md)"
+            )
         known = ", ".join(workflow_ids(data)) or "none"
         raise InputError(f"no workflow {workflow_id!r} in {values_file} (workflows: {known})")
     return workflows[workflow_id]

@@ -101,7 +101,7 @@ def test_the_guides_ids_map_to_the_documented_stages():
 @pytest.mark.parametrize("workflow_id", sorted(NOT_MAPPED))
 def test_ids_the_guide_does_not_define_say_so_in_one_line(project, workflow_id):
     result = run_cli("test", workflow_id, cwd=project, env={"KUBECONFIG": str(project / "no-kubeconfig")})
-    assert_one_line_error(result, 2, f"no workflow {workflow_id!r}")
+    assert_one_line_error(result, 2, f"the guide's pipeline {NOT_MAPPED[workflow_id]!r} ({workflow_id}) is not defined")
 
 
 @pytest.mark.helm
