@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from typing import Dict, List, Set
+from typing import Dict, Iterator, List, Set, Tuple
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -74,13 +74,12 @@ def has_children() -> bool:
     return True
 
 
-def descendants(root: int) -> List[int]:
-    """Pids of every process below ``root``, parents before children (from /proc)."""
-    children: Dict[int, List[int]] = {}
+def _proc_stats() -> Iterator[Tuple[int, List[bytes]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) of every process."""
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return []
+        return
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -90,9 +89,15 @@ def descendants(root: int) -> List[int]:
         except OSError:
             continue  # ended meanwhile
         # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2:].split()
+        yield int(entry), stat[stat.rfind(b")") + 2:].split()
+
+
+def descendants(root: int) -> List[int]:
+    """Pids of every process below ``root``, parents before children (from /proc)."""
+    children: Dict[int, List[int]] = {}
+    for pid, fields in _proc_stats():
         if len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(entry))
+            children.setdefault(int(fields[1]), []).append(pid)
     found: List[int] = []
     todo = [root]
     while todo:
@@ -174,24 +179,8 @@ def session_members(sid: int) -> List[int]:
     For launchers on a host: a runner started with ``start_new_session=True`` leads a
     session that its program and the program's children stay in (unless they call
     setsid), even after the runner itself was killed with SIGKILL."""
-    found = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        # state ppid pgrp session ...
-        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
-            found.append(int(entry))
-    return found
+    # fields: state ppid pgrp session ...
+    return [pid for pid, fields in _proc_stats() if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid]
 
 
 def kill_session(sid: int, signum: int = signal.SIGKILL) -> List[int]:
