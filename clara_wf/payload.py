@@ -19,7 +19,8 @@ SCRIPT``), so an ODK operator that uses the global without importing it runs unc
 from __future__ import annotations
 
 import os
-from typing import List, Mapping, NamedTuple, Optional
+import sys
+from typing import Callable, List, Mapping, NamedTuple, Optional
 
 INPUTPATHS = "NVIDIA_CLARA_INPUTPATHS"
 OUTPUTPATHS = "NVIDIA_CLARA_OUTPUTPATHS"
@@ -123,7 +124,34 @@ class ClaraPayload:
 # What Clara's pipeline driver provides as a global; reads the environment on each access.
 clara_payload = ClaraPayload()
 
-__all__ = ["clara_payload", "ClaraPayload", "PayloadEntry", "PayloadError", "parse_paths"]
+class StageError(Exception):
+    """A stage program's failure: ``run_stage`` prints it as one line and exits with ``exit_code``."""
+
+    exit_code = 1
+
+
+class InputProblem(StageError):
+    """The stage's input is wrong (exit 2), as opposed to the stage failing on good input."""
+
+    exit_code = 2
+
+
+def run_stage(run: Callable[..., object], stage: str, *args: object) -> int:
+    """``run(*args)`` as a stage program's main: a StageError or Ctrl-C is one line on stderr
+    and the exit code (the reference stages in apps/ share this convention)."""
+    try:
+        run(*args)
+    except StageError as exc:
+        print(f"{stage}: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{stage}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
+__all__ = ["clara_payload", "ClaraPayload", "InputProblem", "PayloadEntry", "PayloadError", "StageError",
+           "parse_paths", "run_stage"]
 
 
 def _drive(argv: List[str]) -> int:

@@ -29,20 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-from clara_wf.payload import PayloadError, parse_paths
+from clara_wf.payload import InputProblem, PayloadError, StageError, parse_paths, run_stage
 
 # The same program serves ai-livertumor (another model): messages carry the stage's name.
 STAGE = os.environ.get("NVIDIA_CLARA_STAGENAME") or "ai-vnet"
 SUFFIXES = (".mhd", ".nii.gz", ".nii")
 OUTPUT_SUFFIX = ".seg.mhd"
-
-
-class StageError(Exception):
-    exit_code = 1
-
-
-class InputProblem(StageError):
-    exit_code = 2
 
 
 def first_path(spec, variable="NVIDIA_CLARA_INPUTPATHS"):
@@ -248,15 +240,7 @@ def run(env=None):
 
 
 def main():
-    try:
-        run()
-    except StageError as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{STAGE}: interrupted", file=sys.stderr, flush=True)
-        return 130
-    return 0
+    return run_stage(run, STAGE)
 
 
 if __name__ == "__main__":

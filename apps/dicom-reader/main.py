@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from clara_wf.payload import InputProblem, StageError, run_stage
+
 STAGE = "dicom-reader"
 SIDECAR_KIND = "clara-wf/dicom-series"
 FORMATS = {"mhd": ".mhd", "nii.gz": ".nii.gz"}
@@ -49,14 +51,6 @@ NOT_VOLUMES = {
 POSITION_TOLERANCE_MM = 1e-3
 SPACING_WARN = 0.01  # relative spacing deviation above which we warn
 SPACING_FAIL = 0.10  # ... and above which a slice is missing (or extra)
-
-
-class StageError(Exception):
-    exit_code = 1
-
-
-class InputProblem(StageError):
-    exit_code = 2
 
 
 def log(message: str) -> None:
@@ -430,15 +424,7 @@ def run(argv=None, env=None):
 
 
 def main(argv=None):
-    try:
-        run(argv)
-    except StageError as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{STAGE}: interrupted", file=sys.stderr, flush=True)
-        return 130
-    return 0
+    return run_stage(run, STAGE, argv)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from clara_wf.payload import InputProblem, StageError, run_stage
+
 STAGE = "dicom-writer"
 VERSION = "0.1.0"
 SIDECAR_KIND = "clara-wf/dicom-series"
@@ -45,14 +47,6 @@ VOLUME_SUFFIXES = (".nii.gz", ".mhd", ".nii")
 SEG_TAG = ".seg"
 # Codes for a label without a table (SNOMED CT): "Tissue" / "Tissue".
 GENERIC = {"category": ["85756007", "SCT", "Tissue"], "type": ["85756007", "SCT", "Tissue"]}
-
-
-class StageError(Exception):
-    exit_code = 1
-
-
-class InputProblem(StageError):
-    exit_code = 2
 
 
 def log(message: str) -> None:
@@ -426,15 +420,7 @@ def run(env=None):
 
 
 def main():
-    try:
-        run()
-    except StageError as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{STAGE}: interrupted", file=sys.stderr, flush=True)
-        return 130
-    return 0
+    return run_stage(run, STAGE)
 
 
 if __name__ == "__main__":

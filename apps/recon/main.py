@@ -35,19 +35,13 @@ import sys
 import time
 from pathlib import Path
 
+from clara_wf.payload import InputProblem, run_stage
+
 STAGE = "recon"
 SINOGRAM_KIND = "clara-wf/parallel-beam-sinogram"
 SERIES_KIND = "clara-wf/dicom-series"
 SUFFIXES = (".nii.gz", ".mhd", ".nii")
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
-
-
-class StageError(Exception):
-    exit_code = 1
-
-
-class InputProblem(StageError):
-    exit_code = 2
 
 
 def log(message: str) -> None:
@@ -170,15 +164,7 @@ def run(argv=None, env=None):
 
 
 def main():
-    try:
-        run()
-    except StageError as exc:
-        print(f"{STAGE}: error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{STAGE}: interrupted", file=sys.stderr, flush=True)
-        return 130
-    return 0
+    return run_stage(run, STAGE)
 
 
 if __name__ == "__main__":
